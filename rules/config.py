@@ -1,0 +1,259 @@
+"""Settings: `[tool.skillbuild]` in pyproject.toml < environment `SKILLBUILD_<KEY>` < `doit key=value`.
+
+Every key is declared once in KEYS with its type and default; an unknown or invalid key is a
+`ConfigError` naming the key, where it came from, and what is accepted.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(Exception):
+    """A setting is unknown or invalid; the message names it and the fix."""
+
+
+def _bool(text: str) -> bool:
+    low = str(text).strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if str(value) not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return str(value)
+
+    return parse
+
+
+def _positive(kind: type) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        number = kind(value)
+        if number <= 0:
+            raise ValueError("expected a number above 0")
+        return number
+
+    return parse
+
+
+def _non_negative(kind: type) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        number = kind(value)
+        if number < 0:
+            raise ValueError("expected a number of 0 or more")
+        return number
+
+    return parse
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+@dataclass(frozen=True)
+class Key:
+    parse: Callable[[Any], Any]
+    default: Any
+    doc: str
+    env: tuple[str, ...] = ()  # extra environment variables read before SKILLBUILD_<KEY>
+    secret: bool = False  # never printed, logged or stored
+
+
+KEYS: dict[str, Key] = {
+    # what to build
+    "marketplace": Key(str, "examples", "marketplace root (folder holding .claude-plugin/marketplace.json)"),
+    "provider": Key(_choice("offline", "vertex", "auto"), "auto",
+                    "offline, vertex, or auto (vertex when a Google Cloud project is configured)"),
+    "build_untracked": Key(_bool, True, "also build plugin folders the catalog does not list"),
+    "skill_path": Key(str, "skills/{name}/SKILL.md", "target path inside each plugin; {name} is the skill name"),
+    "old_skills": Key(_choice("leave"), "leave", "what happens to a SKILL.md elsewhere in the plugin"),
+    "keep_min_bytes": Key(_non_negative(int), 8000,
+                          "an existing SKILL.md without our provenance and at least this size is kept"),
+    # inputs
+    "file_max_bytes": Key(_positive(int), 200_000, "files above this size are not inputs"),
+    "input_file_budget": Key(_positive(int), 24_000, "bytes of one file sent to a provider"),
+    "input_total_budget": Key(_positive(int), 120_000, "bytes of all files sent to a provider for one plugin"),
+    # gates
+    "min_bytes": Key(_positive(int), 8000, "smallest SKILL.md an AI provider may write"),
+    "max_bytes": Key(_positive(int), 14000, "largest SKILL.md any provider may write"),
+    "offline_min_bytes": Key(_positive(int), 500, "smallest SKILL.md the offline provider may write"),
+    "max_body_lines": Key(_positive(int), 500, "longest SKILL.md body, in lines"),
+    # vertex
+    "model": Key(str, "gemini-2.5-flash", "Gemini model id on Vertex AI (gemini-2.0-flash is retired)"),
+    "project": Key(_optional_str, None, "Google Cloud project", env=("GOOGLE_CLOUD_PROJECT",)),
+    "location": Key(str, "us-central1", "Vertex AI location", env=("GOOGLE_CLOUD_LOCATION",)),
+    "vertex_endpoint": Key(_optional_str, None, "endpoint override (tests, benchmarks)"),
+    "vertex_token": Key(_optional_str, None, "static bearer token, used only with vertex_endpoint", secret=True),
+    "request_timeout": Key(_positive(float), 120.0, "seconds one HTTP attempt may take"),
+    "max_attempts": Key(_positive(int), 5, "HTTP attempts per call, retries included"),
+    "retry_max_seconds": Key(_positive(float), 600.0, "total seconds one call may spend retrying"),
+    # where state lives
+    "cache_root": Key(str, "cache", "rebuildable state (doit state, analysis, response cache)"),
+    "build_root": Key(str, "build", "state to keep (audit DB, backups, logs, reports)"),
+}
+
+# Names `doit name=value` may carry that are task arguments, not settings.
+TASK_ARGS = {"plugin", "at", "backup", "dest", "force", "verify", "live"}
+
+
+def _read_pyproject(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return data.get("tool", {}).get("skillbuild", {})
+
+
+def _layer(source: str, values: Mapping[str, Any], raw: dict[str, tuple[str, Any]]) -> None:
+    for key, value in values.items():
+        if key not in KEYS:
+            known = ", ".join(sorted(KEYS))
+            raise ConfigError(f"{source}: unknown setting '{key}'. Known settings: {known}")
+        raw[key] = (source, value)
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for key, spec in KEYS.items():
+        for name in (*spec.env, f"SKILLBUILD_{key.upper()}"):
+            if env.get(name, "") != "":
+                values[key] = env[name]
+    return values
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    known = {f"SKILLBUILD_{key.upper()}" for key in KEYS} | EXTRA_ENV
+    for name in env:
+        if name.startswith("SKILLBUILD_") and name not in known:
+            raise ConfigError(f"environment: unknown variable {name}. Known: {', '.join(sorted(known))}")
+
+
+# Environment variables owned by modules other than config (kept here so typos are still caught).
+EXTRA_ENV: set[str] = set()
+
+
+def marketplace_id(root: Path) -> str:
+    """Readable and unique: the folder name plus a hash of its absolute path, so two copies never share state."""
+    slug = re.sub(r"[^a-z0-9]+", "-", root.name.lower()).strip("-") or "marketplace"
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    return f"{slug}-{digest}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    values: dict[str, Any]
+    sources: dict[str, str]
+    project_root: Path
+
+    def __getattr__(self, name: str) -> Any:
+        values = object.__getattribute__(self, "values")
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if KEYS[k].secret and v else v) for k, v in self.values.items()}
+        return f"Settings({shown})"
+
+    def _path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.project_root / path)
+
+    @property
+    def marketplace(self) -> Path:  # type: ignore[override]
+        return self._path(self.values["marketplace"]).resolve()
+
+    @property
+    def provider(self) -> str:  # type: ignore[override]
+        chosen = self.values["provider"]
+        if chosen == "auto":
+            return "vertex" if self.values["project"] else "offline"
+        return chosen
+
+    @property
+    def marketplace_id(self) -> str:
+        return marketplace_id(self.marketplace)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self._path(self.values["cache_root"]) / self.marketplace_id
+
+    @property
+    def build_root(self) -> Path:  # type: ignore[override]
+        return self._path(self.values["build_root"])
+
+    @property
+    def build_dir(self) -> Path:
+        return self.build_root / self.marketplace_id
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.cache_dir / "analysis"
+
+    @property
+    def rejected_dir(self) -> Path:
+        return self.cache_dir / "rejected"
+
+    @property
+    def state_file(self) -> Path:
+        return self.cache_dir / "doit-state.sqlite3"
+
+    def gate_bounds(self, provider_name: str) -> tuple[int, int]:
+        low = self.offline_min_bytes if provider_name == "offline" else self.min_bytes
+        return low, self.max_bytes
+
+    def fingerprint(self, *keys: str) -> dict[str, str]:
+        """The named settings as strings, for doit's config_changed (secrets never included)."""
+        return {k: str(getattr(self, k)) for k in keys if not KEYS[k].secret}
+
+
+def load_settings(
+    cli: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+    pyproject: Path | None = None,
+    project_root: Path = PROJECT_ROOT,
+) -> Settings:
+    """Resolve settings from the three layers; raise ConfigError naming any bad key or value."""
+    env = os.environ if env is None else env
+    pyproject = pyproject or project_root / "pyproject.toml"
+    raw: dict[str, tuple[str, Any]] = {}
+    _layer(f"{pyproject.name} [tool.skillbuild]", _read_pyproject(pyproject), raw)
+    _check_env_names(env)
+    _layer("environment", _env_values(env), raw)
+    _layer("command line", {k: v for k, v in (cli or {}).items() if k not in TASK_ARGS}, raw)
+    values, sources = {}, {}
+    for key, spec in KEYS.items():
+        source, value = raw.get(key, ("default", spec.default))
+        try:
+            values[key] = spec.parse(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: setting '{key}' = {value!r} is invalid: {exc}") from None
+        sources[key] = source
+    settings = Settings(values, sources, project_root)
+    _check_consistency(settings)
+    return settings
+
+
+def _check_consistency(settings: Settings) -> None:
+    if settings.max_bytes < settings.min_bytes or settings.max_bytes < settings.offline_min_bytes:
+        raise ConfigError("settings 'max_bytes' must be at least 'min_bytes' and 'offline_min_bytes'")
+    if "{name}" not in settings.skill_path or not settings.skill_path.endswith("SKILL.md"):
+        raise ConfigError("setting 'skill_path' must contain {name} and end with SKILL.md, "
+                          "e.g. skills/{name}/SKILL.md")
+    if settings.model.strip() == "gemini-2.0-flash":
+        raise ConfigError("setting 'model': gemini-2.0-flash is retired on Vertex AI; use e.g. gemini-2.5-flash")

@@ -1,0 +1,395 @@
+"""Discovery: read the marketplace catalog and plugin manifests, pick each plugin's inputs.
+
+A bad catalog stops the whole load (`DiscoveryError`); a bad plugin only fails that plugin
+(`Plugin.state == "error"` with a reason naming the file, line and column) so the rest build.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rules.providers.base import InputFile, PluginContext
+
+CATALOG = Path(".claude-plugin") / "marketplace.json"
+SECRET_PATTERNS = (".env*", "*.pem", "*.key", "id_rsa*", "credentials*.json")
+# `*secret*` too, except Markdown: a command called scan-secrets.md documents secrets, it holds none.
+SECRET_WORD = "*secret*"
+SCRIPT_SUFFIXES = {".py", ".sh", ".bash", ".js", ".mjs", ".cjs", ".ts", ".rb", ".go", ".pl", ".ps1", ".rs"}
+SKIP_DIRS = {".git", "node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", "dist", "build"}
+SNIFF_BYTES = 8192
+
+
+class DiscoveryError(Exception):
+    """The catalog itself cannot be used; nothing can be built."""
+
+
+@dataclass
+class Plugin:
+    key: str  # valid skill name; task names and cache files use it
+    name: str  # name from the catalog (or manifest for untracked folders)
+    path: Path | None  # plugin folder, None for external sources
+    rel: str  # folder relative to the marketplace root, or a description of the external source
+    tracked: bool = True  # listed in the catalog
+    state: str = "ok"  # ok | external | error
+    reason: str = ""
+    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest_path: Path | None = None
+    inputs: list[Path] = field(default_factory=list)  # text inputs, in priority order
+    scripts: list[str] = field(default_factory=list)  # names only, never contents
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (relative path, why)
+    commands: list[str] = field(default_factory=list)
+    agents: list[str] = field(default_factory=list)
+    target: Path | None = None
+    old_skills: list[Path] = field(default_factory=list)  # SKILL.md files other than the target
+
+    def relpath(self, path: Path) -> str:
+        return path.relative_to(self.path).as_posix() if self.path else str(path)
+
+
+@dataclass
+class Marketplace:
+    root: Path
+    name: str
+    plugins: list[Plugin]
+
+    def buildable(self) -> list[Plugin]:
+        return [p for p in self.plugins if p.state == "ok"]
+
+
+def skill_name(name: str) -> str:
+    """Make a valid Agent Skills name: lowercase letters, digits, single hyphens, at most 64 chars."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug[:64].rstrip("-")
+
+
+def json_error(path: Path, exc: json.JSONDecodeError) -> str:
+    return f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; raise ValueError with file, line and column on bad input."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(json_error(path, exc)) from None
+
+
+def load_catalog(root: Path) -> dict[str, Any]:
+    path = root / CATALOG
+    if not path.is_file():
+        raise DiscoveryError(
+            f"{path}: marketplace catalog not found. Point `marketplace=` (or SKILLBUILD_MARKETPLACE) at the folder "
+            "that holds .claude-plugin/marketplace.json")
+    try:
+        catalog = read_json(path)
+    except ValueError as exc:
+        raise DiscoveryError(f"{exc}. Fix the catalog and run again") from None
+    if not isinstance(catalog, dict) or not isinstance(catalog.get("plugins", []), list):
+        raise DiscoveryError(f"{path}: expected an object with a \"plugins\" list")
+    return catalog
+
+
+def is_secret(name: str) -> bool:
+    low = name.lower()
+    if any(fnmatch.fnmatch(low, pattern) for pattern in SECRET_PATTERNS):
+        return True
+    return fnmatch.fnmatch(low, SECRET_WORD) and not low.endswith(".md")
+
+
+def find_manifest(folder: Path) -> Path | None:
+    for candidate in (folder / ".claude-plugin" / "plugin.json", folder / "plugin.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _source_folder(root: Path, entry: dict[str, Any], plugin_root: str | None) -> Path:
+    """Resolve a relative `source`; raise ValueError when it leaves the marketplace root."""
+    source = entry["source"]
+    candidates = [root / source]
+    if plugin_root:
+        candidates.append(root / plugin_root / source)
+    for folder in candidates:
+        if not _inside(folder, root):
+            raise ValueError(f"catalog entry '{entry.get('name')}': source {source!r} resolves outside the "
+                             f"marketplace root {root}; sources must be folders inside it")
+    for folder in candidates:
+        if folder.is_dir():
+            return folder.resolve()
+    raise ValueError(f"catalog entry '{entry.get('name')}': source folder {source!r} does not exist under {root}")
+
+
+def _external_reason(source: Any) -> str:
+    if isinstance(source, dict):
+        kind = source.get("source", "object")
+        where = source.get("repo") or source.get("url") or source.get("path") or ""
+        return f"external source ({kind}{': ' + str(where) if where else ''}): not built, it lives outside the marketplace"
+    return f"unsupported source {source!r}: expected a relative path or an object"
+
+
+def discover(root: Path, target_template: str = "skills/{name}/SKILL.md", file_max_bytes: int = 200_000,
+             build_untracked: bool = True) -> Marketplace:
+    """Everything the build needs to know about a marketplace, read once when tasks load."""
+    root = root.resolve()
+    catalog = load_catalog(root)
+    plugin_root = (catalog.get("metadata") or {}).get("pluginRoot")
+    plugins: list[Plugin] = []
+    seen_folders: set[Path] = set()
+    for index, entry in enumerate(catalog.get("plugins", [])):
+        plugin = _catalog_plugin(root, index, entry, plugin_root)
+        if plugin.path:
+            seen_folders.add(plugin.path)
+        plugins.append(plugin)
+    for folder in _untracked_folders(root, seen_folders):
+        plugin = _manifest_plugin(root, folder)
+        if not build_untracked and plugin.state == "ok":
+            plugin.state, plugin.reason = "untracked", "not in the catalog and build_untracked is off"
+        plugins.append(plugin)
+    for plugin in plugins:
+        if plugin.state == "ok":
+            _select_inputs(plugin, target_template, file_max_bytes)
+    _mark_collisions(plugins)
+    return Marketplace(root, str(catalog.get("name") or root.name), plugins)
+
+
+def _catalog_plugin(root: Path, index: int, entry: Any, plugin_root: str | None) -> Plugin:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"].strip():
+        label = f"catalog entry #{index + 1}"
+        return Plugin(key=f"entry-{index + 1}", name=label, path=None, rel="", state="error",
+                      reason=f"{root / CATALOG}: {label} has no \"name\" string")
+    name = entry["name"]
+    plugin = Plugin(key=skill_name(name), name=name, path=None, rel=str(entry.get("source")))
+    source = entry.get("source")
+    if not isinstance(source, str):
+        plugin.state, plugin.reason = "external", _external_reason(source)
+        return plugin
+    try:
+        plugin.path = _source_folder(root, entry, plugin_root)
+    except ValueError as exc:
+        plugin.state, plugin.reason = "error", str(exc)
+        return plugin
+    plugin.rel = plugin.path.relative_to(root).as_posix()
+    _load_manifest(plugin, catalog_entry=entry)
+    return plugin
+
+
+def _manifest_plugin(root: Path, folder: Path) -> Plugin:
+    rel = folder.relative_to(root).as_posix()
+    plugin = Plugin(key=skill_name(folder.name), name=folder.name, path=folder, rel=rel, tracked=False)
+    _load_manifest(plugin, catalog_entry=None)
+    if plugin.state == "ok" and isinstance(plugin.manifest.get("name"), str) and plugin.manifest["name"].strip():
+        plugin.name = plugin.manifest["name"]
+        plugin.key = skill_name(plugin.name)
+    return plugin
+
+
+def _load_manifest(plugin: Plugin, catalog_entry: dict[str, Any] | None) -> None:
+    assert plugin.path is not None
+    plugin.manifest_path = find_manifest(plugin.path)
+    manifest: dict[str, Any] = {}
+    if plugin.manifest_path:
+        try:
+            manifest = read_json(plugin.manifest_path)
+        except ValueError as exc:
+            plugin.state, plugin.reason = "error", f"{exc}. Fix the manifest; the other plugins still build"
+            return
+        if not isinstance(manifest, dict):
+            plugin.state, plugin.reason = "error", f"{plugin.manifest_path}: expected a JSON object"
+            return
+    # The catalog entry describes the plugin too; the plugin's own manifest wins where both speak.
+    plugin.manifest = {**(catalog_entry or {}), **manifest}
+    if not plugin.key:
+        plugin.state = "error"
+        plugin.reason = (f"plugin '{plugin.name}' ({plugin.rel}): the name cannot become a valid skill name "
+                         "(needs at least one letter or digit); rename it in the catalog or plugin.json")
+
+
+def _untracked_folders(root: Path, known: set[Path]) -> list[Path]:
+    """Folders with a plugin manifest that the catalog does not list (not nested inside a known plugin)."""
+    found: list[Path] = []
+    for dirpath, dirnames, _ in os.walk(root):
+        folder = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not (folder / d).is_symlink())
+        if folder == root:
+            dirnames[:] = [d for d in dirnames if d != ".claude-plugin"]
+            continue
+        if folder in known:
+            dirnames[:] = []
+            continue
+        if find_manifest(folder):
+            found.append(folder)
+            dirnames[:] = []
+    return found
+
+
+def _select_inputs(plugin: Plugin, target_template: str, file_max_bytes: int) -> None:
+    assert plugin.path is not None
+    plugin.target = plugin.path / target_template.format(name=plugin.key)
+    ranked: list[tuple[int, str, Path]] = []
+    for path in _walk_files(plugin):
+        if path == plugin.target:  # never an input to itself
+            continue
+        rel = plugin.relpath(path)
+        reason = _exclusion(plugin, path, rel, file_max_bytes)
+        if reason:
+            plugin.excluded.append((rel, reason))
+            continue
+        if path.suffix.lower() in SCRIPT_SUFFIXES:
+            plugin.scripts.append(rel)
+            continue
+        rank = _input_rank(plugin, path, rel)
+        if rank is None:
+            continue
+        if _is_binary(path):
+            plugin.excluded.append((rel, "binary or not UTF-8 text"))
+            continue
+        ranked.append((rank, rel, path))
+    ranked.sort()
+    plugin.inputs = [path for _, _, path in ranked]
+    plugin.old_skills = [p for p in plugin.inputs if p.name == "SKILL.md"]
+    plugin.commands = sorted({p.stem for p in plugin.inputs if plugin.relpath(p).startswith("commands/")})
+    plugin.agents = sorted({name for p in plugin.inputs if plugin.relpath(p).startswith("agents/")
+                            for name in _agent_names(p)})
+
+
+def _walk_files(plugin: Plugin) -> list[Path]:
+    assert plugin.path is not None
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(plugin.path):
+        folder = Path(dirpath)
+        kept = []
+        for d in sorted(dirnames):
+            if d in SKIP_DIRS:
+                continue
+            if (folder / d).is_symlink() and not _inside(folder / d, plugin.path):
+                plugin.excluded.append((plugin.relpath(folder / d), "symlink leaving the plugin folder"))
+                continue
+            kept.append(d)
+        dirnames[:] = kept
+        files.extend(folder / name for name in sorted(filenames))
+    return files
+
+
+def _exclusion(plugin: Plugin, path: Path, rel: str, file_max_bytes: int) -> str | None:
+    assert plugin.path is not None
+    if is_secret(path.name):
+        return "secret-looking file: never read"
+    if path.is_symlink() and not _inside(path, plugin.path):
+        return "symlink leaving the plugin folder"
+    if not path.is_file():
+        return "not a regular file"
+    size = path.stat().st_size
+    if size > file_max_bytes:
+        return f"{size} bytes, over the {file_max_bytes}-byte cap"
+    return None
+
+
+def _input_rank(plugin: Plugin, path: Path, rel: str) -> int | None:
+    """Priority of a file as a provider input (lower first); None when it is not an input."""
+    lower = rel.lower()
+    if plugin.manifest_path and path == plugin.manifest_path:
+        return 0
+    if "/" not in rel and lower.startswith("readme") and lower.endswith(".md"):
+        return 1
+    if lower.startswith("commands/") and lower.endswith(".md"):
+        return 2
+    if lower.startswith("agents/") and lower.endswith(".md"):
+        return 3
+    if lower.startswith("skills/") and path.name == "SKILL.md":
+        return 4
+    if lower in ("hooks/hooks.json", ".mcp.json"):
+        return 5
+    return None
+
+
+def _is_binary(path: Path) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read()
+    if b"\x00" in head[:SNIFF_BYTES]:
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _agent_names(path: Path) -> set[str]:
+    names = {path.stem}
+    meta = read_frontmatter_fields(path.read_text(encoding="utf-8", errors="replace"))
+    if meta.get("name"):
+        names.add(meta["name"])
+    return names
+
+
+def read_frontmatter_fields(text: str) -> dict[str, str]:
+    """Loose `key: value` reading of a Markdown file's frontmatter (command and agent files are messy)."""
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    if end < 0:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text[3:end].splitlines():
+        match = re.match(r"^([A-Za-z][\w-]*):\s*(.*)$", line)
+        if match:
+            fields[match.group(1).lower()] = match.group(2).strip().strip("\"'")
+    return fields
+
+
+def _mark_collisions(plugins: list[Plugin]) -> None:
+    """Two plugins with one skill name: the later one fails, under a task key of its own."""
+    owners: dict[str, Plugin] = {}
+    for plugin in plugins:
+        first = owners.setdefault(plugin.key, plugin)
+        if first is plugin:
+            continue
+        if plugin.state in ("ok", "untracked"):
+            plugin.state = "error"
+            plugin.reason = (f"plugin '{plugin.name}' ({plugin.rel}) and '{first.name}' ({first.rel}) both become "
+                             f"skill name '{plugin.key}'; rename one of them")
+        base, n = plugin.key, 2
+        while f"{base}-{n}" in owners:
+            n += 1
+        plugin.key = f"{base}-{n}"
+        owners[plugin.key] = plugin
+
+
+def plugin_context(plugin: Plugin, file_budget: int, total_budget: int) -> PluginContext:
+    """Read the inputs in priority order within the byte budgets; record what was cut."""
+    files: list[InputFile] = []
+    cut: list[str] = []
+    left = total_budget
+    for path in plugin.inputs:
+        rel = plugin.relpath(path)
+        data = path.read_bytes()
+        allowed = min(file_budget, left)
+        if allowed <= 0:
+            cut.append(f"{rel}: left out, total budget of {total_budget} bytes spent")
+            continue
+        truncated = len(data) > allowed
+        if truncated:
+            cut.append(f"{rel}: cut from {len(data)} to {allowed} bytes")
+            data = data[:allowed]
+        left -= len(data)
+        files.append(InputFile(rel, data.decode("utf-8", errors="ignore"), truncated))
+    return PluginContext(name=plugin.name, skill_name=plugin.key, manifest=plugin.manifest, files=tuple(files),
+                         scripts=tuple(plugin.scripts), commands=tuple(plugin.commands),
+                         agents=tuple(plugin.agents), cut=tuple(cut))

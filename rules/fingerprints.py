@@ -1,0 +1,60 @@
+"""Fingerprints: the xxhash file checker doit uses, and content hashes for provenance and caches."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import xxhash
+from doit.dependency import FileChangedChecker
+
+CHUNK = 1 << 20
+
+
+def file_xxh3(path: str | os.PathLike) -> str:
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class XXHashChecker(FileChangedChecker):
+    """mtime first (unchanged means same), then size (different means changed), then the xxh3 digest.
+
+    So a `touch` costs one hash and never a rebuild, and a real edit is always seen.
+    """
+
+    def check_modified(self, file_path, file_stat, state):
+        mtime, size, digest = state
+        if file_stat.st_mtime == mtime:
+            return False
+        if file_stat.st_size != size:
+            return True
+        return digest != file_xxh3(file_path)
+
+    def get_state(self, dep, current_state):
+        mtime = os.path.getmtime(dep)
+        if current_state and current_state[0] == mtime:
+            return None  # unchanged: skip hashing
+        return mtime, os.path.getsize(dep), file_xxh3(dep)
+
+
+def text_hash(text: str | bytes) -> str:
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return hashlib.sha256(data).hexdigest()
+
+
+def files_hash(paths: Iterable[Path], root: Path) -> str:
+    """One digest over names and contents, so a rename or an edit both change it."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def canonical_hash(value: Any) -> str:
+    return text_hash(json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")))

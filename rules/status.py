@@ -1,0 +1,76 @@
+"""Each plugin's state, judged from discovery and the provenance in its SKILL.md (no doit state needed).
+
+States: fresh (ours, made from the current inputs, prompts and model), stale (will be rebuilt),
+kept (hand-written, full size), skipped (external source or untracked and not built), failed (bad input).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rules import skillmd
+from rules.discovery import Marketplace, Plugin
+
+
+@dataclass
+class Row:
+    key: str
+    name: str
+    state: str
+    bytes: int | None
+    detail: str
+
+
+def is_kept(plugin: Plugin, keep_min_bytes: int) -> bool:
+    """An existing SKILL.md at the target, not ours and full size, is hand-written work to keep."""
+    target = plugin.target
+    if target is None or not target.is_file():
+        return False
+    text = target.read_text(encoding="utf-8", errors="replace")
+    return skillmd.provenance(text) is None and len(text.encode()) >= keep_min_bytes
+
+
+def staleness(settings, plugin: Plugin, expected: dict[str, str]) -> str:
+    """Why the plugin must be rebuilt, or "" when its SKILL.md is current."""
+    target = plugin.target
+    if target is None or not target.is_file():
+        return "no SKILL.md yet"
+    mark = skillmd.provenance(target.read_text(encoding="utf-8", errors="replace"))
+    if mark is None:
+        return f"hand-written SKILL.md under {settings.keep_min_bytes} bytes will be replaced"
+    changed = [k for k, v in expected.items() if mark.get(k) != v]
+    return ("changed: " + ", ".join(changed)) if changed else ""
+
+
+def rows(settings, market: Marketplace, expected_for) -> list[Row]:
+    out = []
+    for plugin in market.plugins:
+        size = plugin.target.stat().st_size if plugin.target and plugin.target.is_file() else None
+        note = "" if plugin.tracked else " (not in the catalog)"
+        if plugin.state == "external":
+            out.append(Row(plugin.key, plugin.name, "skipped", None, plugin.reason))
+        elif plugin.state == "untracked":
+            out.append(Row(plugin.key, plugin.name, "skipped", size, plugin.reason))
+        elif plugin.state == "error":
+            out.append(Row(plugin.key, plugin.name, "failed", None, plugin.reason))
+        elif is_kept(plugin, settings.keep_min_bytes):
+            out.append(Row(plugin.key, plugin.name, "kept", size, "hand-written SKILL.md kept" + note))
+        else:
+            why = staleness(settings, plugin, expected_for(plugin))
+            old = [plugin.relpath(p) for p in plugin.old_skills]
+            extra = f"; older SKILL.md left in place: {', '.join(old)}" if old else ""
+            out.append(Row(plugin.key, plugin.name, "stale" if why else "fresh", size, (why or "up to date")
+                           + note + extra))
+    return out
+
+
+def format_table(table: list[Row]) -> str:
+    width = max([len(r.key) for r in table] + [6])
+    lines = [f"{'plugin':<{width}}  {'state':<7}  {'bytes':>6}  detail"]
+    for r in table:
+        size = "-" if r.bytes is None else str(r.bytes)
+        lines.append(f"{r.key:<{width}}  {r.state:<7}  {size:>6}  {r.detail}")
+    counts: dict[str, int] = {}
+    for r in table:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    lines.append("total: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    return "\n".join(lines)

@@ -1,0 +1,163 @@
+"""doit task creators: plain dicts built from discovery; the work itself lives in rules.phases.
+
+Dependencies are computed when tasks load (no calc_dep), so `doit list --status` is exact.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from functools import lru_cache
+
+from doit import doit_cmd
+from doit.exceptions import InvalidDodoFile
+from doit.tools import config_changed
+
+from rules import phases, status
+from rules.config import ConfigError, load_settings
+from rules.discovery import DiscoveryError, Marketplace, Plugin, discover
+from rules.fingerprints import XXHashChecker
+
+__all__ = ["doit_config", "task_analyse", "task_skill", "task_status"]
+
+
+def cli_vars() -> dict[str, str]:
+    """Every `name=value` given on the doit command line."""
+    return dict(doit_cmd._CMDLINE_VARS or {})
+
+
+@lru_cache(maxsize=1)
+def settings():
+    return load_settings(cli=cli_vars())
+
+
+@lru_cache(maxsize=1)
+def marketplace() -> Marketplace:
+    s = settings()
+    return discover(s.marketplace, s.skill_path, s.file_max_bytes, s.build_untracked)
+
+
+@lru_cache(maxsize=1)
+def run_id() -> str:
+    """One id per doit invocation; forked workers inherit it."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
+
+
+def _sigterm_as_interrupt(signum, frame):
+    # doit saves its state on KeyboardInterrupt but not on SIGTERM: make them the same.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def doit_config() -> dict:
+    """DOIT_CONFIG for dodo.py; a bad setting or catalog stops the load with a message naming the fix."""
+    try:
+        s = settings()
+        marketplace()
+    except (ConfigError, DiscoveryError) as exc:
+        raise InvalidDodoFile(f"skillbuild: {exc}") from None
+    s.cache_dir.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    return {
+        "backend": "sqlite3",
+        "dep_file": str(s.state_file),
+        "check_file_uptodate": XXHashChecker,
+        # Each plugin's task by name, not the `skill` group: one failed plugin then exits 1, not 2.
+        "default_tasks": default_tasks(s),
+        "continue": True,  # one plugin's failure never stops the others
+        "subtasks": True,  # `doit list` shows every plugin's tasks
+    }
+
+
+def default_tasks(s) -> list[str]:
+    names = [f"skill:{p.key}" for p in marketplace().plugins if p.state in ("ok", "error")]
+    return names or ["status"]  # an empty marketplace: say so rather than run every task
+
+
+def model_id(s) -> str:
+    if s.provider == "offline":
+        from rules.providers.offline import MODEL
+
+        return MODEL
+    return s.model
+
+
+def _input_names(plugin: Plugin) -> dict[str, str]:
+    """Names of inputs and scripts: adding or removing a file (even a script) must rebuild."""
+    return {"inputs": "\n".join(plugin.relpath(p) for p in plugin.inputs), "scripts": "\n".join(plugin.scripts)}
+
+
+def _analysis_config(s, plugin: Plugin) -> dict[str, str]:
+    return {"provider": s.provider, "model": model_id(s), **_input_names(plugin),
+            **s.fingerprint("input_file_budget", "input_total_budget")}
+
+
+def _skill_config(s, plugin: Plugin) -> dict[str, str]:
+    low, high = s.gate_bounds(s.provider)
+    return {"provider": s.provider, "model": model_id(s), "bounds": f"{low}-{high}", **_input_names(plugin),
+            **s.fingerprint("skill_path", "max_body_lines", "input_file_budget", "input_total_budget")}
+
+
+def _plugins_to_build(market: Marketplace, s) -> list[Plugin]:
+    return [p for p in market.buildable() if not status.is_kept(p, s.keep_min_bytes)]
+
+
+def task_analyse():
+    """Phase 1: analyse each plugin into cache/<marketplace>/analysis/<plugin>.json."""
+    s, market = settings(), marketplace()
+    yield {"basename": "analyse", "name": None, "doc": task_analyse.__doc__}
+    for plugin in _plugins_to_build(market, s):
+        yield {
+            "name": plugin.key,
+            "doc": f"analyse {plugin.rel}",
+            "actions": [(phases.analyse, [s, plugin])],
+            "file_dep": [str(p) for p in plugin.inputs] + [str(phases.prompt_path("analysis"))],
+            "targets": [str(phases.analysis_path(s, plugin))],
+            "uptodate": [config_changed(_analysis_config(s, plugin))],
+            "clean": True,
+        }
+
+
+def task_skill():
+    """Phase 2: write each plugin's SKILL.md (default task: every stale plugin)."""
+    s, market = settings(), marketplace()
+    yield {"basename": "skill", "name": None, "doc": task_skill.__doc__}
+    for plugin in market.plugins:
+        task = _skill_task(s, plugin)
+        if task:
+            yield task
+
+
+def _skill_task(s, plugin: Plugin) -> dict | None:
+    if plugin.state == "error":
+        return {"name": plugin.key, "doc": f"FAILED: {plugin.reason}", "actions": [(phases.fail, [plugin.reason])]}
+    if plugin.state != "ok":
+        return None  # external or untracked-and-off: listed by `doit status`, never built
+    if status.is_kept(plugin, s.keep_min_bytes):
+        return {"name": plugin.key, "doc": f"kept: hand-written {plugin.relpath(plugin.target)}",
+                "actions": None, "uptodate": [True]}
+    return {
+        "name": plugin.key,
+        "doc": f"write {plugin.rel}/{plugin.relpath(plugin.target)}",
+        "actions": [(phases.build_skill, [s, plugin, run_id()])],
+        "file_dep": [str(phases.analysis_path(s, plugin)), str(phases.prompt_path("generation"))]
+        + [str(p) for p in plugin.inputs],
+        "targets": [str(plugin.target)],
+        "uptodate": [config_changed(_skill_config(s, plugin))],
+    }
+
+
+def _print_status() -> None:
+    s, market = settings(), marketplace()
+
+    def expected(plugin: Plugin) -> dict[str, str]:
+        return phases.provenance_fields(s, plugin, s.provider, model_id(s))
+
+    print(f"marketplace: {market.name} ({s.marketplace}); provider: {s.provider}")
+    print(status.format_table(status.rows(s, market, expected)))
+    sys.stdout.flush()
+
+
+def task_status():
+    """Show every plugin: fresh, stale, kept (hand-written), skipped (external/untracked) or failed."""
+    return {"actions": [_print_status], "uptodate": [False], "verbosity": 2}

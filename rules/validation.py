@@ -1,0 +1,131 @@
+"""The gates a SKILL.md must pass before it may be written (rules from the Agent Skills spec and ours).
+
+`check_skill` returns reasons, one per problem; an empty list means the text may be written.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rules import skillmd
+
+PLACEHOLDERS = re.compile(r"\bTODO\b|\bFIXME\b|\[Your|\[INSERT|lorem ipsum", re.IGNORECASE)
+XML_TAG = re.compile(r"</?[A-Za-z][\w:-]*(\s[^<>]*)?/?>")
+# Claude Code's own slash commands, and path roots that read like commands but are folders.
+BUILTIN_COMMANDS = frozenset(
+    "add-dir agents bashes bug clear compact config context cost doctor exit export help hooks ide init "
+    "install-github-app login logout mcp memory model output-style permissions plugin pr-comments "
+    "privacy-settings release-notes resume review rewind sandbox security-review status statusline "
+    "terminal-setup todos upgrade usage vim".split())
+PATH_ROOTS = frozenset("bin boot dev etc home lib mnt opt proc root run sbin srv sys tmp usr var".split())
+HTTP_VERB = re.compile(r"(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)\s+$")
+SLASH = re.compile(r"(?:(?<=^)|(?<=[\s(\"'`]))/([a-z][a-z0-9-]*(?::[a-z0-9-]+)?)(?![\w/.-]*[\w/])")
+AT_AGENT = re.compile(r"(?<![\w.@/`])@([a-z][a-z0-9-]*[a-z0-9])(?![\w@/-]|\.[A-Za-z])")
+NAMED_AGENT = re.compile(r"`([a-z0-9][a-z0-9-]*)`\s+(?:sub-?)?agent\b|\b(?:sub-?)?agent\s+`([a-z0-9][a-z0-9-]*)`",
+                         re.IGNORECASE)
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def check_skill(text: str, skill_name: str, *, min_bytes: int, max_bytes: int, max_body_lines: int,
+                commands: tuple[str, ...] | list[str] = (), agents: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Every reason `text` may not be written as skills/<skill_name>/SKILL.md."""
+    if text.lstrip().startswith(("```", "~~~")):
+        return ["the file is wrapped in a code fence; it must start with '---' frontmatter"]
+    try:
+        meta, body = skillmd.parse(text)
+    except skillmd.FrontmatterError as exc:
+        return [f"frontmatter: {exc}"]
+    from skills_ref.validator import validate_metadata
+
+    reasons = [f"frontmatter: {r}" for r in validate_metadata(meta, Path(skill_name))]
+    reasons += _frontmatter_rules(meta)
+    reasons += _size_rules(text, body, min_bytes, max_bytes, max_body_lines)
+    reasons += _content_rules(text, body)
+    reasons += _reference_rules(body, set(commands), set(agents))
+    return reasons
+
+
+def _frontmatter_rules(meta: dict) -> list[str]:
+    reasons = []
+    description = meta.get("description")
+    if isinstance(description, str) and XML_TAG.search(description):
+        reasons.append("frontmatter: description contains an XML/HTML tag")
+    for key, value in _flat_values(meta):
+        if "---" in value:
+            reasons.append(f"frontmatter: value of '{key}' contains '---'")
+    metadata = meta.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        reasons.append("frontmatter: 'metadata' must be a map of string keys to string values")
+    return reasons
+
+
+def _flat_values(meta: dict, prefix: str = ""):
+    for key, value in meta.items():
+        if isinstance(value, dict):
+            yield from _flat_values(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", str(value)
+
+
+def _size_rules(text: str, body: str, min_bytes: int, max_bytes: int, max_body_lines: int) -> list[str]:
+    reasons = []
+    size = len(text.encode("utf-8"))
+    if not min_bytes <= size <= max_bytes:
+        reasons.append(f"size is {size} bytes; it must be {min_bytes}-{max_bytes} bytes")
+    lines = len(body.splitlines())
+    if lines > max_body_lines:
+        reasons.append(f"body has {lines} lines; at most {max_body_lines} are allowed")
+    if not body.strip():
+        reasons.append("body is empty")
+    return reasons
+
+
+def _content_rules(text: str, body: str) -> list[str]:
+    reasons = []
+    found = sorted({m.group(0) for m in PLACEHOLDERS.finditer(text)})
+    if found:
+        reasons.append(f"placeholder text present: {', '.join(found)}")
+    lines = [line for line in body.strip().splitlines() if line.strip()]
+    if lines and FENCE.match(lines[0]) and FENCE.match(lines[-1]) and _first_fence_closes_at_end(lines):
+        reasons.append("body is wrapped in a code fence")
+    return reasons
+
+
+def _first_fence_closes_at_end(lines: list[str]) -> bool:
+    closes = [i for i, line in enumerate(lines[1:], start=1) if FENCE.match(line)]
+    return bool(closes) and closes[0] == len(lines) - 1
+
+
+def mentioned_commands(body: str) -> set[str]:
+    """Slash commands the text names: in prose, in inline code, and at the start of lines in code blocks."""
+    found: set[str] = set()
+    in_fence = False
+    for line in body.splitlines():
+        if FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        scan = line.lstrip() if in_fence else line
+        for match in SLASH.finditer(scan):
+            if in_fence and match.start() > 0:
+                continue  # inside code only a command at the start of a line is a command
+            if HTTP_VERB.search(scan[: match.start()]):
+                continue  # "GET /users" is an endpoint
+            found.add(match.group(1).split(":")[-1])
+    return found
+
+
+def mentioned_agents(body: str) -> set[str]:
+    names = {m.group(1) for m in AT_AGENT.finditer(body)}
+    names |= {a or b for a, b in NAMED_AGENT.findall(body)}
+    return names
+
+
+def _reference_rules(body: str, commands: set[str], agents: set[str]) -> list[str]:
+    reasons = []
+    unknown = sorted(mentioned_commands(body) - commands - BUILTIN_COMMANDS - PATH_ROOTS)
+    if unknown:
+        reasons.append("names slash commands the plugin does not have: " + ", ".join("/" + c for c in unknown))
+    ghosts = sorted(mentioned_agents(body) - agents)
+    if ghosts:
+        reasons.append("names agents the plugin does not have: " + ", ".join(ghosts))
+    return reasons
