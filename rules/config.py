@@ -81,6 +81,7 @@ KEYS: dict[str, Key] = {
     "old_skills": Key(_choice("leave"), "leave", "what happens to a SKILL.md elsewhere in the plugin"),
     "keep_min_bytes": Key(_non_negative(int), 8000,
                           "an existing SKILL.md without our provenance and at least this size is kept"),
+    "prompts_dir": Key(str, "rules/prompts", "folder holding analysis.md and generation.md"),
     # inputs
     "file_max_bytes": Key(_positive(int), 200_000, "files above this size are not inputs"),
     "input_file_budget": Key(_positive(int), 24_000, "bytes of one file sent to a provider"),
@@ -200,6 +201,10 @@ class Settings:
     @property
     def build_dir(self) -> Path:
         return self.build_root / self.marketplace_id
+
+    @property
+    def prompts_dir(self) -> Path:  # type: ignore[override]
+        return self._path(self.values["prompts_dir"])
 
     @property
     def analysis_dir(self) -> Path:

@@ -16,16 +16,19 @@ from rules.discovery import Plugin
 from rules.fingerprints import files_hash, text_hash
 from rules.providers import ProviderError, make_provider
 
-PROMPTS = Path(__file__).parent / "prompts"
 SCHEMAS = Path(__file__).parent / "schemas"
 
 
-def prompt_path(phase: str) -> Path:
-    return PROMPTS / f"{phase}.md"
+def prompt_path(settings, phase: str) -> Path:
+    """Prompts are files; their bytes are their version."""
+    path = settings.prompts_dir / f"{phase}.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {path} is missing; restore it or set prompts_dir")
+    return path
 
 
-def read_prompt(phase: str) -> str:
-    return prompt_path(phase).read_text(encoding="utf-8")
+def read_prompt(settings, phase: str) -> str:
+    return prompt_path(settings, phase).read_text(encoding="utf-8")
 
 
 @lru_cache(maxsize=None)
@@ -58,8 +61,8 @@ def provenance_fields(settings, plugin: Plugin, provider_name: str, model: str) 
         "generator-version": __version__,
         "model": model,
         "source-hash": source_hash(plugin)[:16],
-        "analysis-prompt": text_hash(read_prompt("analysis"))[:16],
-        "generation-prompt": text_hash(read_prompt("generation"))[:16],
+        "analysis-prompt": text_hash(read_prompt(settings, "analysis"))[:16],
+        "generation-prompt": text_hash(read_prompt(settings, "generation"))[:16],
     }
 
 
@@ -79,7 +82,7 @@ def analyse(settings, plugin: Plugin) -> TaskFailed | None:
     """Phase 1: provider analysis, schema-checked, saved as cache/<m>/analysis/<plugin>.json."""
     provider = make_provider(settings)
     try:
-        result = provider.analyse(_context(settings, plugin), read_prompt("analysis"))
+        result = provider.analyse(_context(settings, plugin), read_prompt(settings, "analysis"))
     except ProviderError as exc:
         return TaskFailed(f"{plugin.name}: analysis failed ({exc.kind}): {exc}")
     errors = schema_errors(result.value)
@@ -112,7 +115,7 @@ def _load_analysis(settings, plugin: Plugin) -> dict:
 def generate_checked(settings, plugin: Plugin, provider, analysis: dict) -> tuple[str, list[str]]:
     """Generate, gate, and (where the provider can) repair once with the gate's reasons."""
     context = _context(settings, plugin)
-    prompt = read_prompt("generation")
+    prompt = read_prompt(settings, "generation")
     candidate = provider.generate(context, analysis, prompt).value
     reasons = gate(settings, plugin, provider.name, candidate)
     if reasons and getattr(provider, "can_repair", True):

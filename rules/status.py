@@ -72,5 +72,6 @@ def format_table(table: list[Row]) -> str:
     counts: dict[str, int] = {}
     for r in table:
         counts[r.state] = counts.get(r.state, 0) + 1
-    lines.append("total: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    lines.append("total: " + (summary or "no plugins found in the catalog or the marketplace folder"))
     return "\n".join(lines)

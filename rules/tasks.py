@@ -54,7 +54,8 @@ def doit_config() -> dict:
     try:
         s = settings()
         marketplace()
-    except (ConfigError, DiscoveryError) as exc:
+        phases.prompt_path(s, "analysis"), phases.prompt_path(s, "generation")
+    except (ConfigError, DiscoveryError, FileNotFoundError) as exc:
         raise InvalidDodoFile(f"skillbuild: {exc}") from None
     s.cache_dir.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
@@ -111,7 +112,7 @@ def task_analyse():
             "name": plugin.key,
             "doc": f"analyse {plugin.rel}",
             "actions": [(phases.analyse, [s, plugin])],
-            "file_dep": [str(p) for p in plugin.inputs] + [str(phases.prompt_path("analysis"))],
+            "file_dep": [str(p) for p in plugin.inputs] + [str(phases.prompt_path(s, "analysis"))],
             "targets": [str(phases.analysis_path(s, plugin))],
             "uptodate": [config_changed(_analysis_config(s, plugin))],
             "clean": True,
@@ -140,7 +141,7 @@ def _skill_task(s, plugin: Plugin) -> dict | None:
         "name": plugin.key,
         "doc": f"write {plugin.rel}/{plugin.relpath(plugin.target)}",
         "actions": [(phases.build_skill, [s, plugin, run_id()])],
-        "file_dep": [str(phases.analysis_path(s, plugin)), str(phases.prompt_path("generation"))]
+        "file_dep": [str(phases.analysis_path(s, plugin)), str(phases.prompt_path(s, "generation"))]
         + [str(p) for p in plugin.inputs],
         "targets": [str(plugin.target)],
         "uptodate": [config_changed(_skill_config(s, plugin))],

@@ -1,0 +1,68 @@
+"""Shared fixtures: a temp copy of examples/ and a way to run the real doit on it."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+class DoitRun:
+    """Runs `doit` on dodo.py in a subprocess with settings pointed at temp folders."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+
+    def __call__(self, *args: str, timeout: float = 300, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *args]
+        return subprocess.run(cmd, env={**self.env, **(extra_env or {})}, capture_output=True, text=True,
+                              timeout=timeout, cwd=ROOT)
+
+    @staticmethod
+    def executed(proc: subprocess.CompletedProcess) -> set[str]:
+        """Tasks doit ran (lines '.  name'); '-- name' lines are the up-to-date ones."""
+        return {line[3:].strip() for line in proc.stdout.splitlines() if line.startswith(".  ")}
+
+    def list_status(self) -> dict[str, str]:
+        proc = self("list", "--status")
+        assert proc.returncode == 0, proc.stderr
+        return {parts[1]: parts[0] for parts in (line.split() for line in proc.stdout.splitlines()) if parts}
+
+
+@pytest.fixture
+def market(tmp_path: Path) -> Path:
+    dest = tmp_path / "market"
+    shutil.copytree(EXAMPLES, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture
+def prompts(tmp_path: Path) -> Path:
+    dest = tmp_path / "prompts"
+    shutil.copytree(ROOT / "rules" / "prompts", dest)
+    return dest
+
+
+@pytest.fixture
+def doit_env(tmp_path: Path, market: Path, prompts: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SKILLBUILD_", "GOOGLE_CLOUD_", "TURSO_"))}
+    env.update({
+        "SKILLBUILD_MARKETPLACE": str(market),
+        "SKILLBUILD_PROVIDER": "offline",
+        "SKILLBUILD_CACHE_ROOT": str(tmp_path / "cache"),
+        "SKILLBUILD_BUILD_ROOT": str(tmp_path / "build"),
+        "SKILLBUILD_PROMPTS_DIR": str(prompts),
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+@pytest.fixture
+def doit(doit_env: dict[str, str]) -> DoitRun:
+    return DoitRun(doit_env)
