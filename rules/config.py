@@ -62,6 +62,14 @@ def _optional_str(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
 
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """None (or empty) means "use the pace preset's value"."""
+    def wrapped(value: Any) -> Any:
+        return None if value in (None, "") else parse(value)
+
+    return wrapped
+
+
 @dataclass(frozen=True)
 class Key:
     parse: Callable[[Any], Any]
@@ -100,6 +108,27 @@ KEYS: dict[str, Key] = {
     "request_timeout": Key(_positive(float), 120.0, "seconds one HTTP attempt may take"),
     "max_attempts": Key(_positive(int), 5, "HTTP attempts per call, retries included"),
     "retry_max_seconds": Key(_positive(float), 600.0, "total seconds one call may spend retrying"),
+    # the throttle (rules/throttle.py); empty means the pace preset's value
+    "pace_preset": Key(_choice("default", "seed", "seed-initial"), "default",
+                       "named pacing: default (quota-driven), seed (45-60 s per call), seed-initial (90-120 s)"),
+    "rpm": Key(_optional(_positive(float)), None, "requests per minute the quota allows (15)"),
+    "rpd": Key(_optional(_positive(int)), None, "requests per quota day (1500)"),
+    "tpm": Key(_optional(_positive(int)), None, "tokens per minute, if the quota has one"),
+    "safety_factor": Key(_optional(_positive(float)), None, "divide the limits by this (3.0)"),
+    "min_gap": Key(_optional(_non_negative(float)), None, "seconds between calls at least (0)"),
+    "jitter": Key(_optional(_non_negative(float)), None, "random seconds added to the gap (0)"),
+    "rest_every": Key(_optional(_non_negative(int)), None, "rest after every N plugins (0: never)"),
+    "rest_seconds": Key(_optional_str, None, "rest length, seconds or a range like 30-60"),
+    "quota_tz": Key(_optional_str, None, "time zone of the quota day's reset (America/Los_Angeles)"),
+    "time_scale": Key(_optional(_positive(float)), None, "simulation speed-up for benchmarks (1.0)"),
+    "wait_for_reset": Key(_bool, False, "when today's budget is spent, wait for the reset instead of stopping"),
+    "price_input_per_mtok": Key(_non_negative(float), 0.30, "USD per million input tokens, for `doit plan`"),
+    "price_output_per_mtok": Key(_non_negative(float), 2.50, "USD per million output tokens, for `doit plan`"),
+    # backups
+    "turso_url_env": Key(str, "TURSO_DATABASE_URL", "environment variable holding the Turso database URL"),
+    "turso_token_env": Key(str, "TURSO_AUTH_TOKEN", "environment variable holding the Turso auth token"),
+    "backup_chunk_size": Key(_positive(int), 1 << 20, "bytes per archive chunk in Turso (at most 4 MiB)"),
+    "backup_keep": Key(_positive(int), 10, "pre-change backups kept per plugin (the only one is never deleted)"),
     # where state lives
     "cache_root": Key(str, "cache", "rebuildable state (doit state, analysis, response cache)"),
     "build_root": Key(str, "build", "state to keep (audit DB, backups, logs, reports)"),
@@ -260,5 +289,8 @@ def _check_consistency(settings: Settings) -> None:
     if "{name}" not in settings.skill_path or not settings.skill_path.endswith("SKILL.md"):
         raise ConfigError("setting 'skill_path' must contain {name} and end with SKILL.md, "
                           "e.g. skills/{name}/SKILL.md")
+    if settings.backup_chunk_size > 4 << 20:
+        raise ConfigError("setting 'backup_chunk_size' must be at most 4194304 (4 MiB): a libSQL server "
+                          "refuses rows over 5,000,000 bytes")
     if settings.model.strip() == "gemini-2.0-flash":
         raise ConfigError("setting 'model': gemini-2.0-flash is retired on Vertex AI; use e.g. gemini-2.5-flash")

@@ -58,3 +58,22 @@ def files_hash(paths: Iterable[Path], root: Path) -> str:
 
 def canonical_hash(value: Any) -> str:
     return text_hash(json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
+
+
+class TreeUnchanged:
+    """doit `uptodate`: true while the given files hash as they did at the last successful run.
+
+    Computed only when doit checks the task (not at load), and used instead of file_dep where listing
+    the files would make doit run the tasks that write them first.
+    """
+
+    def __init__(self, files_fn):
+        self.files_fn = files_fn
+
+    def __call__(self, task, values):
+        digest = xxhash.xxh3_128()
+        for path in sorted(self.files_fn()):
+            digest.update(str(path).encode() + b"\0" + file_xxh3(path).encode())
+        tree = digest.hexdigest()
+        task.value_savers.append(lambda: {"tree": tree})
+        return values.get("tree") == tree

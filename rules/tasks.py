@@ -14,12 +14,22 @@ from doit import doit_cmd
 from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
-from rules import phases, status
+from rules import actions, archive, phases, status
 from rules.config import ConfigError, load_settings
 from rules.discovery import DiscoveryError, Marketplace, Plugin, discover
-from rules.fingerprints import XXHashChecker
+from rules.fingerprints import TreeUnchanged, XXHashChecker
 
-__all__ = ["doit_config", "task_analyse", "task_skill", "task_status"]
+__all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_backup", "task_restore_offsite",
+           "task_backups"]
+
+
+def arg(name: str, default: str | None = None) -> str | None:
+    """A task argument given as `doit task name=value`."""
+    return cli_vars().get(name, default)
+
+
+def flag(name: str) -> bool:
+    return str(arg(name, "")).lower() in ("1", "true", "yes", "on")
 
 
 def cli_vars() -> dict[str, str]:
@@ -162,3 +172,34 @@ def _print_status() -> None:
 def task_status():
     """Show every plugin: fresh, stale, kept (hand-written), skipped (external/untracked) or failed."""
     return {"actions": [_print_status], "uptodate": [False], "verbosity": 2}
+
+
+def task_backup():
+    """Hashed archive of the marketplace into build/<m>/backups/archive/, then off-site to Turso if configured."""
+    s, market = settings(), marketplace()
+
+    def files():
+        return archive.archive_files(s.marketplace, [p["path"] for p in archive.plugins_for_backup(market)])
+
+    url, token = actions.turso(s)
+    return {
+        "actions": [(actions.backup, [s, market])],
+        # Not file_dep: listing the SKILL.md targets would make doit build them before backing up.
+        "uptodate": [TreeUnchanged(files), config_changed({"offsite": str(bool(url and token))})],
+        "verbosity": 2,
+    }
+
+
+def task_restore_offsite():
+    """Restore the marketplace from Turso into a new folder: [backup=ID] [dest=DIR] [live=1 to overwrite]."""
+    s, market = settings(), marketplace()
+    return {
+        "actions": [(actions.restore_offsite, [s, market.name, arg("backup"), arg("dest"), flag("live")])],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
+def task_backups():
+    """List local and off-site backups with their state; verify=1 re-checks every hash."""
+    return {"actions": [(actions.list_backups, [settings(), flag("verify")])], "uptodate": [False], "verbosity": 2}

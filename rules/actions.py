@@ -1,0 +1,74 @@
+"""Actions of the maintenance tasks (backup, off-site restore, listings): thin glue that prints.
+
+Each returns None on success or `TaskFailed` with a reason; secrets never reach what they print.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from doit.exceptions import TaskFailed
+
+from rules import __version__, archive, offsite
+
+
+def archive_root(settings) -> Path:
+    return settings.build_dir / "backups" / "archive"
+
+
+def audit_db_path(settings) -> Path:
+    return settings.build_dir / "audit.sqlite3"
+
+
+def turso(settings) -> tuple[str | None, str | None]:
+    return os.environ.get(settings.turso_url_env) or None, os.environ.get(settings.turso_token_env) or None
+
+
+def _names(settings) -> dict[str, str]:
+    return {"url_var": settings.turso_url_env, "token_var": settings.turso_token_env}
+
+
+def backup(settings, market) -> TaskFailed | None:
+    """Local hashed archive, verified; then the off-site copy when Turso is configured."""
+    try:
+        made = archive.make_archive(settings.marketplace, archive_root(settings), audit_db_path(settings),
+                                    archive.plugins_for_backup(market), __version__)
+    except archive.ArchiveError as exc:
+        return TaskFailed(f"backup failed: {exc}")
+    print("\n".join(made.lines()), flush=True)
+    url, token = turso(settings)
+    try:
+        sent = offsite.upload(made.folder, url, token, settings.backup_chunk_size, **_names(settings))
+    except offsite.OffsiteError as exc:
+        return TaskFailed(f"off-site copy failed: {exc}; the local backup is kept at {made.folder}")
+    print("\n".join(sent.lines()), flush=True)
+    return None
+
+
+def restore_offsite(settings, market_name: str, backup_id: str | None, dest: str | None,
+                    live: bool) -> TaskFailed | None:
+    url, token = turso(settings)
+    target = Path(dest).resolve() if dest else settings.build_dir / "restored" / time.strftime("%Y%m%dT%H%M%SZ",
+                                                                                             time.gmtime())
+    try:
+        result = offsite.restore(url, token, int(backup_id) if backup_id else None, target, allow_live=live,
+                                 live_root=settings.marketplace, marketplace=market_name, **_names(settings))
+    except (offsite.OffsiteError, ValueError) as exc:
+        return TaskFailed(f"restore from Turso failed: {exc}")
+    print("\n".join(result.lines()), flush=True)
+    return None
+
+
+def list_backups(settings, verify: bool) -> TaskFailed | None:
+    print(f"local backups in {archive_root(settings)}:")
+    local = archive.list_local(archive_root(settings), verify=verify)
+    print("\n".join(b.line() for b in local) or "  none yet: run `doit -n 1 backup`")
+    url, token = turso(settings)
+    try:
+        listing = offsite.list_offsite(url, token, verify=verify, **_names(settings))
+    except offsite.OffsiteError as exc:
+        return TaskFailed(f"listing the off-site backups failed: {exc}")
+    print("\n".join(listing.lines()), flush=True)
+    bad = [b for b in local if getattr(b, "problems", None)]
+    return TaskFailed(f"{len(bad)} local backup(s) failed verification") if verify and bad else None
