@@ -1,0 +1,486 @@
+"""The audit trail: one SQLite file (WAL) recording every run, every phase outcome and every API attempt.
+
+Why SQLite in WAL mode with one commit per event: an overnight run can be killed at any moment (SIGKILL,
+OOM, a reboot); each event is committed on its own, so whatever was recorded before the kill is still
+there. Several doit worker processes (`doit -n N`) write at once; each waits on the lock (busy timeout)
+instead of failing. A connection is opened per process, never shared across a fork.
+
+Schema changes are forward migrations in `MIGRATIONS` (plain SQL, applied in order inside one
+transaction); `PRAGMA user_version` holds how many have been applied. Version 1 is the seed's
+`enhancements` table, so opening a seed database upgrades it in place and keeps its rows.
+
+Vocabulary (shared with rules/progress.py and rules/report.py):
+  phase:  analyse | generate | repair | skip | keep | restore
+  status: success | failure | skipped | kept
+
+Nothing secret is stored: every text value goes through `redact()` (bearer tokens, JWTs, API keys,
+`token=...` style assignments, and any string the caller lists in `secrets=`).
+
+The queries a maintainer runs with the sqlite3 CLI are in `README_QUERIES`; `readme_queries_markdown()`
+prints them as the README shows them, and tests run each one through the CLI.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets as _random
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+PHASES = ("analyse", "generate", "repair", "skip", "keep", "restore")
+STATUSES = ("success", "failure", "skipped", "kept")
+BUSY_TIMEOUT_SECONDS = 60.0  # workers wait this long for the write lock before failing
+MAX_TEXT = 4000  # error messages longer than this are cut: the trail is for reading, not for dumps
+
+# Forward migrations: MIGRATIONS[i] brings a database from version i to version i + 1.
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    (
+        "1: the seed's enhancements table",
+        [
+            """CREATE TABLE IF NOT EXISTS enhancements (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                timestamp TEXT NOT NULL,
+                plugin_name TEXT NOT NULL,
+                plugin_path TEXT,
+                enhancement_type TEXT,
+                status TEXT NOT NULL,
+                processing_time_seconds REAL
+            )""",
+        ],
+    ),
+    (
+        "2: full trail: run id, phase, provider, hashes, tokens, errors, backups; runs; api_calls",
+        [
+            "ALTER TABLE enhancements ADD COLUMN run_id TEXT",
+            "ALTER TABLE enhancements ADD COLUMN phase TEXT",
+            "ALTER TABLE enhancements ADD COLUMN provider TEXT",
+            "ALTER TABLE enhancements ADD COLUMN model TEXT",
+            "ALTER TABLE enhancements ADD COLUMN prompt_hash TEXT",
+            "ALTER TABLE enhancements ADD COLUMN input_hash TEXT",
+            "ALTER TABLE enhancements ADD COLUMN output_hash TEXT",
+            "ALTER TABLE enhancements ADD COLUMN output_bytes INTEGER",
+            "ALTER TABLE enhancements ADD COLUMN input_tokens INTEGER",
+            "ALTER TABLE enhancements ADD COLUMN output_tokens INTEGER",
+            "ALTER TABLE enhancements ADD COLUMN attempts INTEGER",
+            "ALTER TABLE enhancements ADD COLUMN error_class TEXT",
+            "ALTER TABLE enhancements ADD COLUMN error_message TEXT",
+            "ALTER TABLE enhancements ADD COLUMN backup_path TEXT",
+            # Seed rows predate phases: they were generation results.
+            "UPDATE enhancements SET phase = 'generate' WHERE phase IS NULL",
+            "CREATE INDEX IF NOT EXISTS enhancements_run ON enhancements (run_id, plugin_name)",
+            "CREATE INDEX IF NOT EXISTS enhancements_plugin ON enhancements (plugin_name, id)",
+            """CREATE TABLE runs (
+                id TEXT PRIMARY KEY,
+                started TEXT NOT NULL,
+                ended TEXT,
+                arguments TEXT NOT NULL,
+                built INTEGER,
+                kept INTEGER,
+                skipped INTEGER,
+                failed INTEGER,
+                counts TEXT,
+                exit_status INTEGER
+            )""",
+            """CREATE TABLE api_calls (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                run_id TEXT,
+                plugin_name TEXT,
+                phase TEXT,
+                time TEXT NOT NULL,
+                status INTEGER,
+                latency_seconds REAL,
+                input_tokens INTEGER,
+                output_tokens INTEGER,
+                retried INTEGER NOT NULL DEFAULT 0,
+                error TEXT
+            )""",
+            "CREATE INDEX api_calls_time ON api_calls (time)",
+        ],
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+ENHANCEMENT_FIELDS = (
+    "enhancement_type", "processing_time_seconds", "provider", "model", "prompt_hash", "input_hash",
+    "output_hash", "output_bytes", "input_tokens", "output_tokens", "attempts", "error_class",
+    "error_message", "backup_path",
+)
+
+# Queries printed in the README, exactly as a maintainer types them after `sqlite3 "$AUDIT_DB"`.
+# Times are UTC. A plugin's outcome in a run is its last row in that run; a successful analysis alone is
+# a step, not an outcome, and restores are not builds.
+README_QUERIES: list[tuple[str, str]] = [
+    (
+        "Success rate (each plugin's final outcome per run; skipped and kept plugins left out)",
+        """SELECT SUM(status = 'success') AS built, SUM(status = 'failure') AS failed,
+       ROUND(100.0 * SUM(status = 'success') / NULLIF(SUM(status IN ('success', 'failure')), 0), 1) AS success_pct
+FROM enhancements
+WHERE id IN (SELECT MAX(id) FROM enhancements
+             WHERE phase <> 'restore' AND NOT (phase = 'analyse' AND status = 'success')
+             GROUP BY run_id, plugin_name);""",
+    ),
+    (
+        "Average time per phase (successful steps, seconds)",
+        """SELECT phase, COUNT(*) AS steps, ROUND(AVG(processing_time_seconds), 2) AS avg_seconds
+FROM enhancements
+WHERE status = 'success' AND phase IN ('analyse', 'generate', 'repair')
+GROUP BY phase ORDER BY phase;""",
+    ),
+    (
+        "API calls today (UTC day; every HTTP attempt, retries included)",
+        """SELECT COUNT(*) AS calls, COALESCE(SUM(error IS NOT NULL), 0) AS errors,
+       COALESCE(SUM(input_tokens), 0) AS input_tokens, COALESCE(SUM(output_tokens), 0) AS output_tokens
+FROM api_calls WHERE date(time) = date('now');""",
+    ),
+    (
+        "Failures of the last build run",
+        """SELECT plugin_name, phase, error_class, error_message
+FROM enhancements
+WHERE status = 'failure'
+  AND run_id = (SELECT MAX(run_id) FROM enhancements WHERE phase <> 'restore')
+ORDER BY id;""",
+    ),
+]
+
+
+def readme_queries_markdown(db_path: str = '"$AUDIT_DB"') -> str:
+    """The README section body: one fenced block per query, runnable as printed (after setting AUDIT_DB)."""
+    parts = []
+    if db_path == '"$AUDIT_DB"':
+        parts.append("Point `AUDIT_DB` at the marketplace's audit DB first, e.g.\n\n```sh\n"
+                     "export AUDIT_DB=build/skillbuild-examples-1a2b3c4d/audit.sqlite3\n```\n")
+    for title, sql in README_QUERIES:
+        parts.append(f"{title}:\n\n```sh\nsqlite3 -header -column {db_path} \"\n{sql}\"\n```\n")
+    return "\n".join(parts)
+
+
+# --- redaction -------------------------------------------------------------------------------------
+
+REDACTED = "[REDACTED]"
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{4,}"),
+    re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),  # JWT
+    re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"),  # Google API key
+    re.compile(r"\bya29\.[0-9A-Za-z._-]{10,}"),  # Google OAuth access token
+    re.compile(r"\bsk-(?:ant-)?[A-Za-z0-9_-]{16,}"),  # OpenAI / Anthropic style keys
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"),  # GitHub tokens
+    re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key id
+    re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),  # Slack tokens
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
+]
+# `vertex_token=abc`, `"api_key": "abc"`, `password: abc`: keep the name, hide the value.
+_ASSIGNMENT = re.compile(
+    r"(?i)(\b[\w.-]*(?:token|secret|passw(?:or)?d|api[_-]?key|credential|authorization)[\w.-]*\"?\s*[=:]\s*\"?)"
+    r"(?!\d+\b)([^\s\"',;&}]+)"  # numbers are counts (max_output_tokens: 8192), not secrets
+)
+MIN_SECRET_LENGTH = 6  # shorter "secrets" (e.g. a test token "x") would blank out ordinary text
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Replace anything that looks like a credential, and every listed secret, with [REDACTED]."""
+    for secret in sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(REDACTED, text)
+    return _ASSIGNMENT.sub(lambda m: m.group(1) + (REDACTED if m.group(2) != REDACTED else m.group(2)), text)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+def utc_now() -> str:
+    """UTC timestamp SQLite's date functions understand, sortable as text."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_run_id(now: float | None = None) -> str:
+    """Sortable run id: UTC second plus a random suffix, e.g. 20261129T101500Z-ab12."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
+    return f"{stamp}-{_random.token_hex(2)}"
+
+
+def _as_time(value: Any) -> str:
+    """Attempt times arrive as epoch seconds or ISO text; store ISO UTC."""
+    if value is None:
+        return utc_now()
+    if isinstance(value, (int, float)):
+        dt = datetime.fromtimestamp(value, timezone.utc)
+        return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    text = str(value)
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A plugin's most recent audit row, for `doit status`."""
+
+    plugin_name: str
+    run_id: str | None
+    phase: str | None
+    status: str
+    timestamp: str
+    error_class: str | None
+    error_message: str | None
+    output_bytes: int | None
+
+
+class AuditError(Exception):
+    """The audit DB cannot be opened or written; the message names the file."""
+
+
+class AuditDB:
+    """The audit trail at `path` (created and migrated on first use)."""
+
+    def __init__(self, path: str | os.PathLike, secrets: Iterable[str] = ()):
+        self.path = Path(path)
+        self.secrets = [s for s in secrets if s]
+        self._conn: sqlite3.Connection | None = None
+        self._inherited: list[sqlite3.Connection] = []
+        self._pid = -1
+        self.connection()  # open and migrate now, so a bad path fails early with its name
+
+    # connection and schema ------------------------------------------------------------------------
+
+    def connection(self) -> sqlite3.Connection:
+        """This process's connection; a forked doit worker opens its own."""
+        if self._conn is None or self._pid != os.getpid():
+            if self._conn is not None:
+                # Inherited across a fork: never use or close it here (closing could checkpoint the
+                # parent's WAL); keep a reference so it is not garbage-collected in this process.
+                self._inherited.append(self._conn)
+            self._conn = self._open()
+            self._pid = os.getpid()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")  # each commit reaches the disk: a kill loses nothing
+            migrate(conn)
+        except (sqlite3.Error, OSError) as exc:
+            raise AuditError(
+                f"cannot open the audit DB {self.path}: {exc}. Check the folder is writable and the file is "
+                f"an SQLite database (move a damaged file aside; a new one is created)."
+            ) from exc
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+    def schema_version(self) -> int:
+        return self.connection().execute("PRAGMA user_version").fetchone()[0]
+
+    # writes (one commit each) -----------------------------------------------------------------------
+
+    def _clean(self, value: Any, secrets: Sequence[str] = ()) -> Any:
+        if isinstance(value, str):
+            return redact(value, [*self.secrets, *secrets])[:MAX_TEXT]
+        return value
+
+    def start_run(self, arguments: Sequence[str], run_id: str | None = None, secrets: Sequence[str] = ()) -> str:
+        """Record the start of a run; returns its id (new unless given)."""
+        run_id = run_id or new_run_id()
+        args = json.dumps([self._clean(str(a), secrets) for a in arguments])
+        self.connection().execute(
+            "INSERT INTO runs (id, started, arguments) VALUES (?, ?, ?)", (run_id, utc_now(), args)
+        )
+        return run_id
+
+    def end_run(self, run_id: str, counts: dict[str, int], exit_status: int) -> None:
+        """Close a run with its counts (built/kept/skipped/failed, extra keys kept in `counts`)."""
+        cur = self.connection().execute(
+            "UPDATE runs SET ended = ?, built = ?, kept = ?, skipped = ?, failed = ?, counts = ?, exit_status = ?"
+            " WHERE id = ?",
+            (
+                utc_now(), counts.get("built", 0), counts.get("kept", 0), counts.get("skipped", 0),
+                counts.get("failed", 0), json.dumps(counts, sort_keys=True), exit_status, run_id,
+            ),
+        )
+        if cur.rowcount == 0:
+            raise AuditError(f"{self.path}: no run {run_id!r} to end; call start_run() first")
+
+    def record(
+        self, run_id: str, plugin_name: str, plugin_path: str | os.PathLike | None, phase: str, status: str,
+        secrets: Sequence[str] = (), **fields: Any,
+    ) -> int:
+        """One phase outcome of one plugin; returns the row id. `fields` are ENHANCEMENT_FIELDS."""
+        if phase not in PHASES:
+            raise ValueError(f"audit phase {phase!r} is not one of {', '.join(PHASES)}")
+        if status not in STATUSES:
+            raise ValueError(f"audit status {status!r} is not one of {', '.join(STATUSES)}")
+        unknown = sorted(set(fields) - set(ENHANCEMENT_FIELDS))
+        if unknown:
+            raise TypeError(f"unknown audit field(s) {', '.join(unknown)}; known: {', '.join(ENHANCEMENT_FIELDS)}")
+        fields.setdefault("enhancement_type", "skill_md")
+        row = {
+            "timestamp": utc_now(), "run_id": run_id, "plugin_name": plugin_name,
+            "plugin_path": None if plugin_path is None else str(plugin_path), "phase": phase, "status": status,
+            **fields,
+        }
+        row = {k: self._clean(v, secrets) for k, v in row.items()}
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        cur = self.connection().execute(f"INSERT INTO enhancements ({cols}) VALUES ({marks})", tuple(row.values()))
+        return cur.lastrowid
+
+    def record_api_calls(
+        self, run_id: str, plugin: str, phase: str, attempts: Sequence[dict[str, Any]], secrets: Sequence[str] = ()
+    ) -> int:
+        """Store each HTTP attempt (Usage.attempts) in one transaction; returns how many.
+
+        Attempt keys read (as rules/providers/vertex.py writes them): time (ISO or epoch), status (HTTP
+        status; None when no response), latency_s, input_tokens, output_tokens, retried (default: every
+        attempt but the last), error (text).
+        """
+        rows = [self._attempt_row(run_id, plugin, phase, a, i == len(attempts) - 1, secrets)
+                for i, a in enumerate(attempts)]
+        if not rows:
+            return 0
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT INTO api_calls (run_id, plugin_name, phase, time, status, latency_seconds, input_tokens,"
+                " output_tokens, retried, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return len(rows)
+
+    def _attempt_row(self, run_id, plugin, phase, attempt, is_last, secrets) -> tuple:
+        status = attempt.get("status", attempt.get("http_status"))
+        latency = next((attempt[k] for k in ("latency_s", "latency_seconds", "latency") if attempt.get(k) is not None),
+                       None)
+        retried = attempt.get("retried", not is_last)
+        error = attempt.get("error")
+        return (
+            run_id, plugin, phase, _as_time(attempt.get("time")),
+            int(status) if status is not None else None,
+            float(latency) if latency is not None else None,
+            attempt.get("input_tokens"), attempt.get("output_tokens"), int(bool(retried)),
+            self._clean(str(error), secrets) if error else None,
+        )
+
+    # reads ----------------------------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return self.connection().execute(sql, params).fetchall()
+
+    def last_outcomes(self) -> dict[str, Outcome]:
+        """Each plugin's most recent row."""
+        rows = self.query(
+            "SELECT plugin_name, run_id, phase, status, timestamp, error_class, error_message, output_bytes"
+            " FROM enhancements WHERE id IN (SELECT MAX(id) FROM enhancements GROUP BY plugin_name)"
+        )
+        return {r["plugin_name"]: Outcome(**dict(r)) for r in rows}
+
+    def runs(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Runs, newest first; `arguments` and `counts` decoded."""
+        sql = "SELECT * FROM runs ORDER BY started DESC, id DESC"
+        rows = self.query(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["arguments"] = json.loads(d["arguments"] or "[]")
+            d["counts"] = json.loads(d["counts"]) if d["counts"] else None
+            out.append(d)
+        return out
+
+    def final_outcomes(self) -> list[sqlite3.Row]:
+        """(run_id, plugin_name, phase, status, ...) of each plugin's final row per run (see README_QUERIES)."""
+        return self.query(
+            "SELECT * FROM enhancements WHERE id IN (SELECT MAX(id) FROM enhancements"
+            " WHERE phase <> 'restore' AND NOT (phase = 'analyse' AND status = 'success')"
+            " GROUP BY run_id, plugin_name) ORDER BY id"
+        )
+
+    def success_rate(self) -> tuple[int, int, float | None]:
+        """(built, failed, percent) exactly as the README's success-rate query computes it."""
+        row = self.query(README_QUERIES[0][1])[0]
+        return (row["built"] or 0, row["failed"] or 0, row["success_pct"])
+
+    def outcomes_per_run(self) -> list[tuple[str, dict[str, int]]]:
+        """[(run_id, {status: plugins})] oldest run first."""
+        per_run: dict[str, dict[str, int]] = {}
+        for r in self.final_outcomes():
+            counts = per_run.setdefault(r["run_id"] or "(seed)", {s: 0 for s in STATUSES})
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        return sorted(per_run.items())
+
+    def plugin_seconds(self) -> dict[str, float]:
+        """Work time per plugin (analyse + generate + repair) in the latest run that did work on it."""
+        rows = self.query(
+            "SELECT plugin_name, run_id, SUM(processing_time_seconds) AS seconds FROM enhancements"
+            " WHERE phase IN ('analyse', 'generate', 'repair') AND processing_time_seconds IS NOT NULL"
+            " GROUP BY plugin_name, run_id ORDER BY run_id"
+        )
+        return {r["plugin_name"]: float(r["seconds"]) for r in rows}  # later runs overwrite earlier ones
+
+    def skill_sizes(self) -> dict[str, int]:
+        """SKILL.md bytes of each plugin's latest successful write."""
+        rows = self.query(
+            "SELECT plugin_name, output_bytes FROM enhancements WHERE id IN (SELECT MAX(id) FROM enhancements"
+            " WHERE status = 'success' AND phase IN ('generate', 'repair') AND output_bytes IS NOT NULL"
+            " GROUP BY plugin_name)"
+        )
+        return {r["plugin_name"]: int(r["output_bytes"]) for r in rows}
+
+    def calls_per_day(self) -> list[dict[str, Any]]:
+        """[{day, calls, errors, retried, input_tokens, output_tokens}] oldest day first (UTC days)."""
+        rows = self.query(
+            "SELECT date(time) AS day, COUNT(*) AS calls, SUM(error IS NOT NULL) AS errors, SUM(retried) AS retried,"
+            " COALESCE(SUM(input_tokens), 0) AS input_tokens, COALESCE(SUM(output_tokens), 0) AS output_tokens"
+            " FROM api_calls GROUP BY day ORDER BY day"
+        )
+        return [dict(r) for r in rows]
+
+    def failures(self, run_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Failure rows, newest first; only `run_id`'s when given."""
+        where, params = ("AND run_id = ?", (run_id,)) if run_id else ("", ())
+        rows = self.query(
+            "SELECT run_id, timestamp, plugin_name, phase, error_class, error_message FROM enhancements"
+            f" WHERE status = 'failure' {where} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [dict(r) for r in rows]
+
+    def last_build_run(self) -> str | None:
+        """The README's notion of 'last run': the newest run id with a non-restore row."""
+        return self.query(
+            "SELECT MAX(run_id) AS r FROM enhancements WHERE phase <> 'restore'"
+        )[0]["r"]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the DB to SCHEMA_VERSION in one transaction; returns the version found before."""
+    conn.execute("BEGIN IMMEDIATE")  # re-read the version under the lock: another worker may have migrated
+    try:
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
+        if found > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"schema version {found} is newer than this skillbuild knows ({SCHEMA_VERSION}); update skillbuild"
+            )
+        for _title, steps in MIGRATIONS[found:]:
+            for sql in steps:
+                conn.execute(sql)
+        if found != SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return found
