@@ -129,6 +129,8 @@ KEYS: dict[str, Key] = {
     "turso_token_env": Key(str, "TURSO_AUTH_TOKEN", "environment variable holding the Turso auth token"),
     "backup_chunk_size": Key(_positive(int), 1 << 20, "bytes per archive chunk in Turso (at most 4 MiB)"),
     "backup_keep": Key(_positive(int), 10, "pre-change backups kept per plugin (the only one is never deleted)"),
+    # watching a run
+    "json_lines": Key(_bool, False, "print one JSON object per event instead of plain lines"),
     # where state lives
     "cache_root": Key(str, "cache", "rebuildable state (doit state, analysis, response cache)"),
     "build_root": Key(str, "build", "state to keep (audit DB, backups, logs, reports)"),

@@ -1,20 +1,25 @@
-"""The work behind each task: analyse (phase 1) and generate-validate-write (phase 2).
+"""The work behind each task: analyse (phase 1), generate-validate-write (phase 2), keep, skip, restore.
 
-Actions return `TaskFailed` with a reason a maintainer can act on; a failed or invalid generation is
-kept under cache/<m>/rejected/ and never touches the working file.
+Every outcome lands in the audit DB, failures included. Actions return `TaskFailed` with a reason a
+maintainer can act on, or a dict of events for the run's progress output. A failed or invalid generation
+is kept under cache/<m>/rejected/ and never touches the working file.
 """
 from __future__ import annotations
 
 import json
+import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Callable
 
 from doit.exceptions import TaskFailed
 
-from rules import __version__, discovery, skillmd, validation, writing
+from rules import __version__, backup, discovery, skillmd, validation, writing
+from rules.audit import AuditDB
 from rules.discovery import Plugin
 from rules.fingerprints import files_hash, text_hash
 from rules.providers import ProviderError, make_provider
+from rules.providers.base import Result, Usage
 
 SCHEMAS = Path(__file__).parent / "schemas"
 
@@ -48,6 +53,22 @@ def analysis_path(settings, plugin: Plugin) -> Path:
     return settings.analysis_dir / f"{plugin.key}.json"
 
 
+def audit_path(settings) -> Path:
+    return settings.build_dir / "audit.sqlite3"
+
+
+def backups_root(settings) -> Path:
+    return settings.build_dir / "backups"
+
+
+def secrets(settings) -> list[str]:
+    return [settings.vertex_token] if settings.vertex_token else []
+
+
+def open_audit(settings) -> AuditDB:
+    return AuditDB(audit_path(settings), secrets=secrets(settings))
+
+
 def source_hash(plugin: Plugin) -> str:
     """Inputs' names and contents plus script names: what the SKILL.md was made from."""
     assert plugin.path is not None
@@ -66,6 +87,24 @@ def provenance_fields(settings, plugin: Plugin, provider_name: str, model: str) 
     }
 
 
+_THROTTLES: dict[str, Any] = {}
+
+
+def _throttle(settings):
+    """One throttle object per worker process; its state is shared through the DB file."""
+    from rules.throttle import throttle_from_settings
+
+    key = str(settings.build_root)
+    if key not in _THROTTLES:
+        _THROTTLES[key] = throttle_from_settings(settings)
+    return _THROTTLES[key]
+
+
+def provider_for(settings):
+    """The configured provider; API providers pace every HTTP attempt through the shared throttle."""
+    return make_provider(settings, None if settings.provider == "offline" else _throttle(settings))
+
+
 def _context(settings, plugin: Plugin):
     return discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget)
 
@@ -78,22 +117,69 @@ def _keep_rejected(settings, plugin: Plugin, name: str, text: str, reasons: list
     return path
 
 
-def analyse(settings, plugin: Plugin) -> TaskFailed | None:
+class Step:
+    """One provider call of one phase, timed and written to the audit DB (with its HTTP attempts)."""
+
+    def __init__(self, settings, plugin: Plugin, run_id: str, phase: str, provider, prompt: str):
+        self.settings, self.plugin, self.run_id, self.phase = settings, plugin, run_id, phase
+        self.provider, self.prompt = provider, prompt
+        self.usage = Usage()
+        self.started = time.monotonic()
+
+    def call(self, fn: Callable[[], Result]) -> Result:
+        """Run the provider call; a ProviderError is recorded as this step's failure and re-raised."""
+        try:
+            result = fn()
+        except ProviderError as exc:
+            self.usage = exc.usage
+            self.record("failure", error_class=exc.kind, error_message=str(exc))
+            raise
+        except Exception as exc:  # the throttle's QuotaExhausted and other stops: recorded, then raised
+            self.record("failure", error_class=type(exc).__name__, error_message=str(exc))
+            raise
+        self.usage = result.usage
+        return result
+
+    def record(self, status: str, output: str | None = None, **fields: Any) -> dict:
+        seconds = time.monotonic() - self.started
+        audit = open_audit(self.settings)
+        audit.record(
+            self.run_id, self.plugin.name, self.plugin.rel, self.phase, status,
+            provider=self.provider.name, model=self.provider.model, prompt_hash=text_hash(self.prompt)[:16],
+            input_hash=source_hash(self.plugin)[:16], processing_time_seconds=round(seconds, 3),
+            input_tokens=self.usage.input_tokens, output_tokens=self.usage.output_tokens,
+            attempts=len(self.usage.attempts) or self.usage.calls,
+            output_hash=text_hash(output)[:16] if output is not None else None,
+            output_bytes=len(output.encode()) if output is not None else None, **fields)
+        audit.record_api_calls(self.run_id, self.plugin.key, self.phase, self.usage.attempts)
+        return {"phase": self.phase, "outcome": status, "seconds": round(seconds, 3), "calls": self.usage.calls,
+                "input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens,
+                "reason": fields.get("error_message")}
+
+
+def _stopped(plugin: Plugin, phase: str, exc: Exception) -> TaskFailed:
+    kind = getattr(exc, "kind", type(exc).__name__)
+    return TaskFailed(f"{plugin.name}: {phase} failed ({kind}): {exc}")
+
+
+def analyse(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     """Phase 1: provider analysis, schema-checked, saved as cache/<m>/analysis/<plugin>.json."""
-    provider = make_provider(settings)
+    provider = provider_for(settings)
+    prompt = read_prompt(settings, "analysis")
+    step = Step(settings, plugin, run_id, "analyse", provider, prompt)
     try:
-        result = provider.analyse(_context(settings, plugin), read_prompt(settings, "analysis"))
-    except ProviderError as exc:
-        return TaskFailed(f"{plugin.name}: analysis failed ({exc.kind}): {exc}")
+        result = step.call(lambda: provider.analyse(_context(settings, plugin), prompt))
+    except Exception as exc:  # recorded by the step
+        return _stopped(plugin, "analysis", exc)
+    text = json.dumps(result.value, indent=2, ensure_ascii=False, sort_keys=True, default=str) + "\n"
     errors = schema_errors(result.value)
     if errors:
-        kept = _keep_rejected(settings, plugin, "analysis.json",
-                              json.dumps(result.value, indent=2, default=str), errors)
+        kept = _keep_rejected(settings, plugin, "analysis.json", text, errors)
+        step.record("failure", text, error_class="schema", error_message="; ".join(errors[:5]))
         return TaskFailed(f"{plugin.name}: analysis does not match the schema ({'; '.join(errors[:3])}); "
                           f"kept at {kept}")
-    writing.atomic_write(analysis_path(settings, plugin),
-                         json.dumps(result.value, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
-    return None
+    writing.atomic_write(analysis_path(settings, plugin), text)
+    return step.record("success", text)
 
 
 def gate(settings, plugin: Plugin, provider_name: str, text: str) -> list[str]:
@@ -112,41 +198,116 @@ def _load_analysis(settings, plugin: Plugin) -> dict:
     return data
 
 
-def generate_checked(settings, plugin: Plugin, provider, analysis: dict) -> tuple[str, list[str]]:
-    """Generate, gate, and (where the provider can) repair once with the gate's reasons."""
-    context = _context(settings, plugin)
-    prompt = read_prompt(settings, "generation")
-    candidate = provider.generate(context, analysis, prompt).value
-    reasons = gate(settings, plugin, provider.name, candidate)
-    if reasons and getattr(provider, "can_repair", True):
-        candidate = provider.generate(context, analysis, prompt, feedback=reasons).value
-        reasons = gate(settings, plugin, provider.name, candidate)
+def _candidate(settings, plugin: Plugin, provider, step: Step, make: Callable[[], Result]) -> tuple[str, list[str]]:
+    """One generation (or repair) call, gated; provenance is added only to a candidate that passed."""
+    text = step.call(make).value
+    reasons = gate(settings, plugin, provider.name, text)
     if not reasons:
-        candidate = skillmd.with_provenance(candidate, provenance_fields(settings, plugin, provider.name,
-                                                                         provider.model))
-        reasons = gate(settings, plugin, provider.name, candidate)
-    return candidate, reasons
+        text = skillmd.with_provenance(text, provenance_fields(settings, plugin, provider.name, provider.model))
+        reasons = gate(settings, plugin, provider.name, text)
+    return text, reasons
 
 
-def build_skill(settings, plugin: Plugin, run_id: str) -> TaskFailed | None:
-    """Phase 2: generate, pass the gates, back up the old file, write atomically."""
+def build_skill(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
+    """Phase 2: generate, pass the gates (one repair with the reasons), back up, write atomically."""
     assert plugin.target is not None and plugin.path is not None
-    provider = make_provider(settings)
+    provider = provider_for(settings)
+    try:
+        return _build_skill(settings, plugin, run_id, provider)
+    finally:
+        if settings.provider != "offline":
+            _throttle(settings).plugin_done()  # the optional rest every N plugins
+
+
+def _build_skill(settings, plugin: Plugin, run_id: str, provider) -> TaskFailed | dict:
+    prompt = read_prompt(settings, "generation")
+    context = _context(settings, plugin)
+    events: list[dict] = []
+    step = Step(settings, plugin, run_id, "generate", provider, prompt)
     try:
         analysis = _load_analysis(settings, plugin)
-        candidate, reasons = generate_checked(settings, plugin, provider, analysis)
-    except ProviderError as exc:
-        return TaskFailed(f"{plugin.name}: generation failed ({exc.kind}): {exc}; {plugin.target} is unchanged")
-    except ValueError as exc:
-        return TaskFailed(f"{plugin.name}: {exc}")
+        text, reasons = _candidate(settings, plugin, provider, step,
+                                   lambda: provider.generate(context, analysis, prompt))
+        if reasons and getattr(provider, "can_repair", True):
+            events.append(step.record("failure", text, error_class="gate", error_message="; ".join(reasons)))
+            step = Step(settings, plugin, run_id, "repair", provider, prompt)
+            text, reasons = _candidate(settings, plugin, provider, step,
+                                       lambda: provider.generate(context, analysis, prompt, feedback=reasons))
+    except (ValueError, OSError) as exc:
+        step.record("failure", error_class=type(exc).__name__, error_message=str(exc))
+        return _stopped(plugin, "generation", exc)
+    except Exception as exc:  # recorded by the step
+        return _stopped(plugin, step.phase, exc)
     if reasons:
-        kept = _keep_rejected(settings, plugin, "SKILL.md", candidate, reasons)
+        kept = _keep_rejected(settings, plugin, "SKILL.md", text, reasons)
+        step.record("failure", text, error_class="gate", error_message="; ".join(reasons))
         return TaskFailed(f"{plugin.name}: SKILL.md rejected by the gates: {'; '.join(reasons)}. "
                           f"Candidate kept at {kept}; {plugin.target} is unchanged")
-    writing.write_with_backup(plugin.target, candidate, settings.build_dir / "backups", run_id, plugin.key,
-                              plugin.relpath(plugin.target))
-    return None
+    try:
+        saved = _write(settings, plugin, run_id, text)
+    except (OSError, backup.BackupError) as exc:
+        step.record("failure", text, error_class=type(exc).__name__, error_message=str(exc))
+        return TaskFailed(f"{plugin.name}: writing {plugin.target} failed: {exc}; the file is unchanged")
+    events.append(step.record("success", text, backup_path=str(saved)))
+    return {"events": events}
 
 
-def fail(reason: str) -> TaskFailed:
+def _write(settings, plugin: Plugin, run_id: str, text: str) -> Path:
+    """Back up the whole plugin folder (verified), write the file atomically, prune old backups."""
+    assert plugin.path is not None and plugin.target is not None
+    saved = backup.backup_plugin(backups_root(settings), run_id, plugin.key, plugin.path)
+    writing.atomic_write(plugin.target, text)
+    backup.prune(backups_root(settings), plugin.key, settings.backup_keep)
+    return saved
+
+
+def keep(settings, plugin: Plugin, run_id: str) -> dict:
+    """A hand-written SKILL.md of full size: recorded once per change of the file, no API call."""
+    assert plugin.target is not None
+    size = plugin.target.stat().st_size
+    open_audit(settings).record(run_id, plugin.name, plugin.rel, "keep", "kept", output_bytes=size,
+                                output_hash=text_hash(plugin.target.read_bytes())[:16])
+    return {"phase": "keep", "outcome": "kept", "reason": f"hand-written, {size} bytes"}
+
+
+def skip(settings, plugin: Plugin, run_id: str) -> dict:
+    """An external source: nothing to build here, recorded once per change of the reason."""
+    open_audit(settings).record(run_id, plugin.name, plugin.rel, "skip", "skipped", error_message=plugin.reason)
+    return {"phase": "skip", "outcome": "skipped", "reason": plugin.reason}
+
+
+def fail(settings, plugin: Plugin, run_id: str) -> TaskFailed:
+    """Bad input found by discovery: recorded as the plugin's failure; the other plugins still build."""
+    open_audit(settings).record(run_id, plugin.name, plugin.rel or None, "analyse", "failure",
+                                error_class="input", error_message=plugin.reason)
+    return TaskFailed(plugin.reason)
+
+
+def fail_plain(reason: str) -> TaskFailed:
     return TaskFailed(reason)
+
+
+def restore(settings, plugin: Plugin, run_id: str, at: str | None) -> TaskFailed | dict:
+    """Put a plugin's files back from a backup, verified, and record it."""
+    assert plugin.path is not None
+    started = time.monotonic()
+    audit = open_audit(settings)
+    try:
+        result = backup.restore_plugin(backups_root(settings), plugin.key, plugin.path, at_run=at, run_id=run_id)
+    except (backup.BackupError, OSError) as exc:
+        audit.record(run_id, plugin.name, plugin.rel, "restore", "failure", error_class=type(exc).__name__,
+                     error_message=str(exc))
+        return TaskFailed(f"{plugin.name}: restore failed: {exc}")
+    seconds = time.monotonic() - started
+    audit.record(run_id, plugin.name, plugin.rel, "restore", "success", processing_time_seconds=round(seconds, 3),
+                 backup_path=str(result.backup_path))
+    print(f"{plugin.name}: restored {result.written} file(s), {result.unchanged} unchanged, {result.removed} "
+          f"removed, verified in {seconds:.2f} s; the state before the restore is saved at {result.safety_backup}",
+          flush=True)
+    return {"phase": "restore", "outcome": "success", "seconds": round(seconds, 3)}
+
+
+def clean_rejected(settings, plugin: Plugin) -> None:
+    """`doit clean`: rejected candidates are rebuildable; SKILL.md files, backups and the audit DB are not touched."""
+    for path in settings.rejected_dir.glob(f"{plugin.key}.*"):
+        path.unlink()

@@ -202,8 +202,10 @@ class RunProgress:
         self, run_id: str, logs_dir: str | os.PathLike, total: int, *, json_lines: bool = False,
         stream: IO[str] | None = None, pace_seconds: float = 0.0, tty: bool | None = None,
         log_fresh: bool = False, secrets: Iterable[str] = (),
+        on_finish: Callable[[Summary], None] | None = None,
     ):
         self.run_id, self.total, self.json_lines = run_id, total, json_lines
+        self.on_finish = on_finish  # e.g. close the run in the audit DB
         self.log = log_path(logs_dir, run_id)
         self.stream = stream if stream is not None else sys.stdout
         self.pace_seconds, self.log_fresh, self.secrets = pace_seconds, log_fresh, list(secrets)
@@ -283,6 +285,8 @@ class RunProgress:
         """Stop the bar, write the summary to the console and the log, return it."""
         self.stop()
         summary = summarise(self.events, time.monotonic() - self.started)
+        if self.total == 0 and not self.events:
+            return summary  # a run of other tasks (status, backup): no plugin summary to give
         if self.json_lines:
             text = json.dumps({"summary": {**asdict(summary), "exit_code": summary.exit_code}}, sort_keys=True)
         else:
@@ -291,6 +295,8 @@ class RunProgress:
             append_line(self.log, line)
         self.stream.write(text + "\n")
         self.stream.flush()
+        if self.on_finish:
+            self.on_finish(summary)
         return summary
 
 
@@ -329,7 +335,7 @@ def reporter_class(make_progress: Callable[[list[str]], RunProgress]) -> type:
     class ProgressReporter(ConsoleReporter):
         def initialize(self, tasks, selected_tasks):
             super().initialize(tasks, selected_tasks)
-            plugins = sorted({n.split(":", 1)[1] for n in tasks if _ours(n)})
+            plugins = _selected_plugins(tasks, selected_tasks)
             self.progress = make_progress(plugins).start()
             self.summary: Summary | None = None
             self._began: dict[str, float] = {}
@@ -384,6 +390,15 @@ def reporter_class(make_progress: Callable[[list[str]], RunProgress]) -> type:
             super().complete_run()  # other tasks' failures and doit's own errors
 
     return ProgressReporter
+
+
+def _selected_plugins(tasks: Iterable[str], selected: Iterable[str] | None) -> list[str]:
+    """Plugins this run may touch: all of ours when a group (`skill`) is selected, else the named ones."""
+    chosen = set(selected or ())
+    names = [n for n in tasks if _ours(n)]
+    if not chosen or chosen & set(TASK_PHASES):
+        return sorted({n.split(":", 1)[1] for n in names})
+    return sorted({n.split(":", 1)[1] for n in names if n in chosen})
 
 
 def _failure_reason(fail: Any) -> str:

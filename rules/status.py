@@ -63,15 +63,24 @@ def rows(settings, market: Marketplace, expected_for) -> list[Row]:
     return out
 
 
-def format_table(table: list[Row]) -> str:
+def format_table(table: list[Row], outcomes: dict | None = None) -> str:
+    """Fixed-width text: plugin, state, bytes, last outcome from the audit DB and when, then the detail."""
+    from rules.report import status_rows
+
+    joined = status_rows([(r.name, r.state, r.bytes) for r in table], outcomes or {})
     width = max([len(r.key) for r in table] + [6])
-    lines = [f"{'plugin':<{width}}  {'state':<7}  {'bytes':>6}  detail"]
-    for r in table:
+    when = max([len(j.when) for j in joined] + [4])
+    lines = [f"{'plugin':<{width}}  {'state':<7}  {'bytes':>6}  {'last outcome':<18}  {'when':<{when}}  detail"]
+    for r, audit_row in zip(table, joined):
         size = "-" if r.bytes is None else str(r.bytes)
-        lines.append(f"{r.key:<{width}}  {r.state:<7}  {size:>6}  {r.detail}")
+        state = audit_row.state if r.state == "stale" else r.state  # a stale plugin whose last try failed
+        detail = r.detail + (f"; last error: {audit_row.error}" if audit_row.error else "")
+        lines.append(f"{r.key:<{width}}  {state:<7}  {size:>6}  {audit_row.last_outcome:<18}  "
+                     f"{audit_row.when:<{when}}  {detail}")
     counts: dict[str, int] = {}
-    for r in table:
-        counts[r.state] = counts.get(r.state, 0) + 1
+    for line in lines[1:]:
+        state = line[width + 2:width + 9].strip()
+        counts[state] = counts.get(state, 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     lines.append("total: " + (summary or "no plugins found in the catalog or the marketplace folder"))
     return "\n".join(lines)

@@ -14,13 +14,13 @@ from doit import doit_cmd
 from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
-from rules import actions, archive, phases, status
+from rules import actions, archive, phases, progress, report, status
 from rules.config import ConfigError, load_settings
 from rules.discovery import DiscoveryError, Marketplace, Plugin, discover
 from rules.fingerprints import TreeUnchanged, XXHashChecker
 
 __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_backup", "task_restore_offsite",
-           "task_backups"]
+           "task_backups", "task_restore", "task_report"]
 
 
 def arg(name: str, default: str | None = None) -> str | None:
@@ -77,11 +77,27 @@ def doit_config() -> dict:
         "default_tasks": default_tasks(s),
         "continue": True,  # one plugin's failure never stops the others
         "subtasks": True,  # `doit list` shows every plugin's tasks
+        "reporter": progress.reporter_class(_make_progress),
     }
 
 
+def _make_progress(plugins: list[str]) -> progress.RunProgress:
+    """The run's console lines, log and summary; a run that may touch plugins is also an audit run."""
+    s, rid = settings(), run_id()
+    on_finish = None
+    if plugins:
+        audit = phases.open_audit(s)
+        audit.start_run(sys.argv[1:], run_id=rid, secrets=phases.secrets(s))
+
+        def on_finish(summary: progress.Summary) -> None:
+            phases.open_audit(s).end_run(rid, summary.counts(), summary.exit_code)
+
+    return progress.RunProgress(rid, s.build_dir / "logs", len(plugins), json_lines=s.json_lines,
+                                secrets=phases.secrets(s), on_finish=on_finish)
+
+
 def default_tasks(s) -> list[str]:
-    names = [f"skill:{p.key}" for p in marketplace().plugins if p.state in ("ok", "error")]
+    names = [f"skill:{p.key}" for p in marketplace().plugins if p.state in ("ok", "error", "external")]
     return names or ["status"]  # an empty marketplace: say so rather than run every task
 
 
@@ -121,7 +137,7 @@ def task_analyse():
         yield {
             "name": plugin.key,
             "doc": f"analyse {plugin.rel}",
-            "actions": [(phases.analyse, [s, plugin])],
+            "actions": [(phases.analyse, [s, plugin, run_id()])],
             "file_dep": [str(p) for p in plugin.inputs] + [str(phases.prompt_path(s, "analysis"))],
             "targets": [str(phases.analysis_path(s, plugin))],
             "uptodate": [config_changed(_analysis_config(s, plugin))],
@@ -140,21 +156,30 @@ def task_skill():
 
 
 def _skill_task(s, plugin: Plugin) -> dict | None:
+    rid = run_id()
     if plugin.state == "error":
-        return {"name": plugin.key, "doc": f"FAILED: {plugin.reason}", "actions": [(phases.fail, [plugin.reason])]}
+        return {"name": plugin.key, "doc": f"FAILED: {plugin.reason}", "actions": [(phases.fail, [s, plugin, rid])]}
+    if plugin.state == "external":
+        return {"name": plugin.key, "doc": f"skipped: {plugin.reason}", "actions": [(phases.skip, [s, plugin, rid])],
+                "uptodate": [config_changed({"skipped": plugin.reason})]}
     if plugin.state != "ok":
-        return None  # external or untracked-and-off: listed by `doit status`, never built
+        return None  # untracked and build_untracked is off: listed by `doit status`, never built
     if status.is_kept(plugin, s.keep_min_bytes):
+        from rules.fingerprints import file_xxh3
+
         return {"name": plugin.key, "doc": f"kept: hand-written {plugin.relpath(plugin.target)}",
-                "actions": None, "uptodate": [True]}
+                "actions": [(phases.keep, [s, plugin, rid])],
+                "uptodate": [config_changed({"kept": file_xxh3(plugin.target)})]}
     return {
         "name": plugin.key,
         "doc": f"write {plugin.rel}/{plugin.relpath(plugin.target)}",
-        "actions": [(phases.build_skill, [s, plugin, run_id()])],
+        "actions": [(phases.build_skill, [s, plugin, rid])],
         "file_dep": [str(phases.analysis_path(s, plugin)), str(phases.prompt_path(s, "generation"))]
         + [str(p) for p in plugin.inputs],
         "targets": [str(plugin.target)],
         "uptodate": [config_changed(_skill_config(s, plugin))],
+        # `doit clean` removes rejected candidates only: never the SKILL.md, backups or the audit DB.
+        "clean": [(phases.clean_rejected, [s, plugin])],
     }
 
 
@@ -164,8 +189,10 @@ def _print_status() -> None:
     def expected(plugin: Plugin) -> dict[str, str]:
         return phases.provenance_fields(s, plugin, s.provider, model_id(s))
 
+    rows = status.rows(s, market, expected)
+    outcomes = phases.open_audit(s).last_outcomes() if phases.audit_path(s).exists() else {}
     print(f"marketplace: {market.name} ({s.marketplace}); provider: {s.provider}")
-    print(status.format_table(status.rows(s, market, expected)))
+    print(status.format_table(rows, outcomes))
     sys.stdout.flush()
 
 
@@ -203,3 +230,28 @@ def task_restore_offsite():
 def task_backups():
     """List local and off-site backups with their state; verify=1 re-checks every hash."""
     return {"actions": [(actions.list_backups, [settings(), flag("verify")])], "uptodate": [False], "verbosity": 2}
+
+
+def task_restore():
+    """Put one plugin's files back from a backup, verified: plugin=NAME [at=RUN]."""
+    s, market = settings(), marketplace()
+    wanted = arg("plugin")
+    found = [p for p in market.plugins if wanted in (p.key, p.name) and p.path is not None]
+    if not found:
+        reason = (f"restore needs plugin=NAME naming a plugin of {s.marketplace}" if wanted is None
+                  else f"no plugin named {wanted!r} in {s.marketplace}; `doit status` lists them")
+        return {"actions": [(phases.fail_plain, [reason])], "uptodate": [False], "verbosity": 2}
+    plugin = found[0]
+    return {"actions": [(phases.restore, [s, plugin, run_id(), arg("at")])], "uptodate": [False], "verbosity": 2}
+
+
+def _write_report() -> None:
+    s = settings()
+    sizes = {p.name: p.target.stat().st_size for p in marketplace().plugins if p.target and p.target.is_file()}
+    out = report.write_html(phases.open_audit(s), s.build_dir / "report.html", s.rpd or 1500, skill_sizes=sizes)
+    print(f"report written to {out}", flush=True)
+
+
+def task_report():
+    """Write build/<marketplace>/report.html: success rate, runs, times, sizes, calls against the quota."""
+    return {"actions": [_write_report], "uptodate": [False], "verbosity": 2}

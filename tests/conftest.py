@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+EVENT = re.compile(r"^\d\d:\d\d:\d\d \[\d+/\d+\] (\S+) (analyse|generate|repair|keep|skip|restore) (\S+)", re.M)
 
 
 class DoitRun:
@@ -26,8 +28,13 @@ class DoitRun:
 
     @staticmethod
     def executed(proc: subprocess.CompletedProcess) -> set[str]:
-        """Tasks doit ran (lines '.  name'); '-- name' lines are the up-to-date ones."""
-        return {line[3:].strip() for line in proc.stdout.splitlines() if line.startswith(".  ")}
+        """Tasks that ran: doit's '.  name' lines, and the run's event lines for per-plugin tasks
+        ('10:15:03 [3/5] my-plugin generate success ...'; analyse events belong to analyse:<p>)."""
+        ran = {line[3:].strip() for line in proc.stdout.splitlines() if line.startswith(".  ")}
+        for match in EVENT.finditer(proc.stdout):
+            plugin, phase = match.group(1), match.group(2)
+            ran.add(f"{'analyse' if phase == 'analyse' else 'skill'}:{plugin}")
+        return ran
 
     def list_status(self) -> dict[str, str]:
         proc = self("list", "--status")

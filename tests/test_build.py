@@ -27,7 +27,9 @@ TARGETS = {
 def test_first_run_builds_all_then_nothing(doit, market):
     first = doit()
     assert first.returncode == 0, first.stdout + first.stderr
-    assert doit.executed(first) == {f"analyse:{p}" for p in BUILT} | {f"skill:{p}" for p in BUILT}
+    once = {"skill:release-notes", "skill:remote-formatter"}  # keep and skip: recorded once
+    assert doit.executed(first) == {f"analyse:{p}" for p in BUILT} | {f"skill:{p}" for p in BUILT} | once
+    assert "built 3, kept 1, skipped 1, failed 0" in first.stdout
     for name, rel in TARGETS.items():
         text = skill_file(market, rel, name).read_text()
         assert skillmd.provenance(text)["generator"] == "skillbuild-offline"
@@ -66,10 +68,11 @@ def test_editing_generation_prompt_reruns_generation_only(doit, prompts):
 def test_list_status_shows_fresh_and_stale(doit, market):
     before = doit.list_status()
     assert before["skill:deploy-checker"] == "R" and before["analyse:deploy-checker"] == "R"
-    assert before["skill:release-notes"] == "U"  # hand-written, kept
+    assert "analyse:release-notes" not in before  # hand-written and kept: never analysed
     assert doit().returncode == 0
     after = doit.list_status()
     assert all(after[f"{phase}:{p}"] == "U" for p in BUILT for phase in ("analyse", "skill"))
+    assert after["skill:release-notes"] == "U" and after["skill:remote-formatter"] == "U"
     readme = market / "plugins/extras/changelog-lint/README.md"
     readme.write_text(readme.read_text() + "\nIt also checks link references at the bottom.\n")
     stale = doit.list_status()
@@ -120,6 +123,8 @@ def test_malformed_plugin_json_fails_that_plugin_only(doit, market):
     out = run.stdout + run.stderr
     assert f"{manifest}: invalid JSON at line 3, column" in out
     assert {"skill:secret-sentry", "skill:changelog-lint"} <= doit.executed(run)
+    failure = [line for line in run.stdout.splitlines() if " deploy-checker " in line and " failure " in line]
+    assert failure and "invalid JSON at line 3" in failure[0] and "failed 1" in run.stdout
     assert not (market / "plugins/devops/deploy-checker/skills/deploy-checker/SKILL.md").exists()
 
 
@@ -184,3 +189,4 @@ def test_empty_marketplace_builds_nothing_and_says_so(doit, market):
     assert run.returncode == 0
     assert "total: no plugins found" in run.stdout
     assert doit.executed(run) == {"status"}
+    assert "built 0" not in run.stdout  # no plugin run, no run summary
