@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+EVENT = re.compile(r"^\d\d:\d\d:\d\d \[\d+/\d+\] \S+ (analyse|generate|repair|keep|skip) ")
 DOIT = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "-d", str(ROOT)]
 
 
@@ -62,7 +63,7 @@ def main() -> int:
            "SKILLBUILD_CACHE_ROOT": str(work / "cache"), "SKILLBUILD_BUILD_ROOT": str(work / "build")}
     first, proc = run(["-n", "2"], env)
     noop, proc2 = run([], env)
-    executed = [line for line in proc2.stdout.splitlines() if line.startswith(".")]
+    executed = [line for line in proc2.stdout.splitlines() if line.startswith(".") or EVENT.match(line)]
     rows = status_rows(env)
     states = Counter(state for _, state, _ in rows)
     targets = sorted(market.rglob("SKILL.md"))
@@ -70,7 +71,8 @@ def main() -> int:
     valid, bad = validate(ours)
     print(f"corpus: {args.corpus} ({len(rows)} plugins found)")
     print(f"first full offline run (doit -n 2): {first:.2f} s, exit {proc.returncode}")
-    print(f"no-op re-run (doit): {noop:.2f} s, exit {proc2.returncode}, tasks executed: {len(executed)}")
+    print(f"no-op re-run (doit): {noop:.2f} s, exit {proc2.returncode}, tasks executed: {len(executed)} "
+          "(a plugin with bad input fails again on every run)")
     print("outcomes: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
     print(f"generated SKILL.md passing `agentskills validate`: {valid}/{len(ours)}")
     for key, state, detail in rows:
