@@ -29,6 +29,14 @@ def clean_inline(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+TEMPLATE = re.compile(r"\$\(|\$\{|\{\{")
+
+
+def useful(text: str) -> str:
+    """A description copied from a file, or "" when it is an unexpanded shell or template expression."""
+    return "" if TEMPLATE.search(text or "") else text
+
+
 def _title(name: str) -> str:
     return " ".join(part.capitalize() for part in re.split(r"[-_\s]+", name) if part)
 
@@ -58,7 +66,7 @@ def _named(files: list[InputFile], prefix: str) -> list[dict[str, str]]:
     for f in files:
         meta = read_frontmatter_fields(f.text)
         name = f.rel[len(prefix):-3].split("/")[-1]
-        description = meta.get("description") or _first_paragraph(f.text)
+        description = useful(meta.get("description", "")) or useful(_first_paragraph(f.text))
         named.append({"name": name, "description": clean_inline(description)[:300]})
     return named
 
@@ -103,7 +111,7 @@ class OfflineProvider:
 
     def analyse(self, plugin: PluginContext, prompt: str) -> Result:
         readme = _readme(plugin)
-        summary = clean_inline(str(plugin.manifest.get("description") or "")) or _first_paragraph(readme)
+        summary = clean_inline(useful(str(plugin.manifest.get("description") or ""))) or useful(_first_paragraph(readme))
         summary = summary or f"The {plugin.name} plugin for Claude Code."
         commands = _named(_files(plugin, "commands/"), "commands/")
         agents = _named(_files(plugin, "agents/"), "agents/")
@@ -170,6 +178,8 @@ class OfflineProvider:
         body = _Body(plugin)
         body.add_core(analysis)
         body.add_readme(_readme(plugin), analysis)
+        for old in (f for f in plugin.files if f.rel.endswith("SKILL.md")):
+            body.add_document(f"From the earlier skill ({old.rel})", _strip_frontmatter(old.text))
         body.add_sources()
         meta: dict[str, Any] = {"name": plugin.skill_name, "description": analysis["description"]}
         if isinstance(plugin.manifest.get("license"), str):
@@ -223,10 +233,14 @@ class _Body:
         return f"## {title}\n\n" + "\n".join(f"- {clean_inline(fmt(item))}" for item in items) + "\n"
 
     def add_readme(self, readme: str, analysis: dict) -> None:
-        sections = _sections(_strip_frontmatter(readme))
+        self.add_document("From the README", _strip_frontmatter(readme))
+
+    def add_document(self, title: str, text: str) -> None:
+        """A document's sections under one heading, each cleaned; a section that does not fit is left out whole."""
+        sections = _sections(text)
         if not sections:
             return
-        if not self.add("## From the README\n"):
+        if not self.add(f"## {title}\n"):
             return
         for heading, lines in sections:
             block = self._clean_section(heading, lines)
