@@ -72,3 +72,41 @@ def list_backups(settings, verify: bool) -> TaskFailed | None:
     print("\n".join(listing.lines()), flush=True)
     bad = [b for b in local if getattr(b, "problems", None)]
     return TaskFailed(f"{len(bad)} local backup(s) failed verification") if verify and bad else None
+
+
+def check(settings) -> TaskFailed | None:
+    """`doit check`: with Vertex, one cheap call through the throttle proves credentials, project,
+    location and model; what failed is printed with its fix."""
+    if settings.provider == "offline":
+        print("provider: offline: no account is needed; it makes no API calls. To use Gemini on Vertex AI, set "
+              "provider=vertex and GOOGLE_CLOUD_PROJECT, then run `doit check` again.", flush=True)
+        return None
+    from rules.providers import ProviderError, vertex
+    from rules.throttle import QuotaExhausted, throttle_from_settings
+
+    print("\n".join(_vertex_setting_lines(settings)), flush=True)
+    try:
+        ok, message = vertex.preflight(settings, throttle_from_settings(settings))
+    except (ProviderError, QuotaExhausted, ValueError) as exc:  # bad setup or today's budget spent
+        ok, message = False, f"Vertex AI preflight could not run: {exc}"
+    print(message, flush=True)
+    if ok:
+        return None
+    return TaskFailed("Vertex AI is not usable with these settings; fix what the line above names and run "
+                      "`doit check` again")
+
+
+def _vertex_setting_lines(settings) -> list[str]:
+    """What the preflight will use and where each value came from (the token is never shown)."""
+    def shown(key: str, value) -> str:
+        return f"  {key}: {value or '(not set)'}  [{settings.sources.get(key, 'default')}]"
+
+    lines = ["provider: vertex", shown("model", settings.model), shown("project", settings.project or
+                                                                        "(from Application Default Credentials)"),
+             shown("location", settings.location)]
+    if settings.vertex_endpoint:
+        token = "set" if settings.vertex_token else "NOT SET (set SKILLBUILD_VERTEX_TOKEN)"
+        lines.append(shown("vertex_endpoint", settings.vertex_endpoint) + f"; static token {token}")
+    else:
+        lines.append("  credentials: Application Default Credentials (`gcloud auth application-default login`)")
+    return lines

@@ -27,8 +27,9 @@ fenced, too_short: generate). A generation budget (maxOutputTokens) below the an
 truncated answer with finishReason MAX_TOKENS, as the real service does.
 
 `GET /_stats`: requests_total, responses_429, quota_violations, repairs, by_model, by_phase, by_status,
-faults, input_tokens, output_tokens, requests (time, model, phase, status, fault, max_output_tokens),
-request_times, config. `POST /_reset` (optional body {"faults": [...]}) zeroes the counters.
+faults, input_tokens, output_tokens, requests (time, model, phase, status, fault, max_output_tokens,
+bytes received, digest: the first 16 hex digits of the user text's sha256), request_times, config.
+`POST /_reset` (optional body {"faults": [...]}) zeroes the counters.
 
 CLI: python -m rules.fakevertex --port P [--latency A[-B]] [--rpm N] [--rpd N] [--time-scale S]
      [--fault NAME[:RATE][,first=N][,phase=analyse|generate]]...
@@ -521,9 +522,13 @@ class FakeVertex:
         except ValueError:
             body = None
         phase = phase_of(body or {})
+        text = request_text(body or {})
+        # bytes: what the client sent (input caps are checked against it); digest: which prompt it was,
+        # so a request sent twice for the same work can be told from two different requests.
         entry = {"time": now, "model": model, "phase": phase, "status": None, "fault": None,
-                 "max_output_tokens": _get(_get(body or {}, "generationConfig") or {}, "maxOutputTokens")}
-        repair = f"```json {FEEDBACK_TAG}" in request_text(body or {})
+                 "max_output_tokens": _get(_get(body or {}, "generationConfig") or {}, "maxOutputTokens"),
+                 "bytes": len(raw), "digest": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]}
+        repair = f"```json {FEEDBACK_TAG}" in text
         with self._lock:
             self._stats["requests_total"] += 1
             self._stats["repairs"] += int(repair)
