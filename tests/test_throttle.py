@@ -21,6 +21,8 @@ from rules.throttle import (
     recommend, throttle_from_settings,
 )
 
+from vertex_server import fake_vertex_factory, make_provider, sample_plugin  # noqa: E402,F401
+
 WORKER = Path(__file__).with_name("throttle_worker.py")
 PACIFIC = ZoneInfo("America/Los_Angeles")
 TOL = 1e-6  # float resolution of epoch seconds is ~2e-7
@@ -292,6 +294,47 @@ def test_a_late_wake_records_the_real_send_time_and_the_next_call_keeps_its_gap(
     assert second._confirm(call_id, 0) == pytest.approx(clock.now() + 1)
 
 
+def test_the_send_stamp_moves_to_when_the_request_left(tmp_path):
+    clock = FakeClock(pacific(2026, 11, 3, 9, 0))
+    throttle = make(tmp_path, clock, rpm=60, rpd=100, safety_factor=1, window_guard=0)  # 1 s apart
+    throttle.acquire()
+    allowed = clock.now()
+    clock.t += 0.4  # the client took this long to build and send the request
+    throttle.mark_sent()
+    throttle.record(200)
+    throttle.mark_sent()  # no call in flight: nothing to stamp
+    throttle.acquire()
+    ats = [row["at"] for row in sent_rows(tmp_path / "throttle.sqlite3")]
+    assert ats == pytest.approx([allowed + 0.4, allowed + 1.4])  # the gap counts from the real send
+
+
+class RecordingThrottle:
+    """The throttle interface, noting the order of events and what the server had seen at each."""
+
+    def __init__(self, server):
+        self.server, self.events = server, []
+
+    def _note(self, what: str) -> None:
+        self.events.append((what, self.server.stats()["requests_total"]))
+
+    def acquire(self, est_tokens: int = 0) -> None:
+        self._note("acquire")
+
+    def mark_sent(self) -> None:
+        self._note("sent")
+
+    def record(self, status, retry_after=None, tokens: int = 0) -> None:
+        self._note(f"record {status}")
+
+
+def test_the_vertex_provider_stamps_each_request_as_it_leaves(fake_vertex_factory, tmp_path):
+    server = fake_vertex_factory(faults=["503:first=1"])
+    throttle = RecordingThrottle(server)
+    make_provider(server, tmp_path, throttle=throttle, backoff_initial=0.01).analyse(sample_plugin(), "Analyse.")
+    assert throttle.events == [("acquire", 0), ("sent", 0), ("record 503", 1),
+                               ("acquire", 1), ("sent", 1), ("record 200", 2)]
+
+
 def test_tokens_per_minute_window(tmp_path):
     clock = FakeClock(pacific(2026, 11, 3, 9, 0))
     throttle = make(tmp_path, clock, rpm=600, rpd=10_000, tpm=1000, safety_factor=1)
@@ -299,10 +342,27 @@ def test_tokens_per_minute_window(tmp_path):
     throttle.acquire(est_tokens=600)
     throttle.record(200, tokens=700)  # the real count replaces the estimate
     throttle.acquire(est_tokens=400)
-    assert clock.now() == start + 60  # 700 + 400 > 1000 until the first call leaves the window
+    guard = throttle.limits.window_guard
+    assert clock.now() == start + 60 + guard  # 700 + 400 > 1000 until the first call leaves the window
     throttle.record(200, tokens=400)
     throttle.acquire(est_tokens=100)
-    assert clock.now() == pytest.approx(start + 60.1)  # 400 + 100 fits after the 0.1 s rate interval
+    assert clock.now() == pytest.approx(start + 60.1 + guard)  # 400 + 100 fits after the 0.1 s interval
+
+
+def test_the_minute_window_keeps_a_guard_for_uneven_delivery(tmp_path):
+    # 3 calls per minute, no spacing rule in the way: the 4th waits a minute plus the guard, so a call
+    # that reaches the server a little earlier than the first did still finds the server's window free.
+    clock = FakeClock(pacific(2026, 11, 3, 9, 0))
+    throttle = make(tmp_path, clock, rpm=3, rpd=100, safety_factor=1, window_guard=0.25, time_scale=20)
+    start = clock.now()
+    for _ in range(3):
+        throttle.acquire()
+        throttle.record(200)
+    throttle.acquire()
+    sent = [row["at"] - start for row in sent_rows(tmp_path / "throttle.sqlite3")]
+    assert sent == pytest.approx([0, 1, 2, 3.25])  # interval 60/3/20 = 1 s; window 3 s + 0.25 s
+    with pytest.raises(ValueError, match="window_guard"):
+        Limits(window_guard=-1)
 
 
 

@@ -21,7 +21,9 @@ import dataclasses
 import functools
 import importlib
 import json
+import os
 import re
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +51,9 @@ SCHEMA_KEYWORDS = {"type", "description", "properties", "required", "items", "en
                    "minimum", "maximum", "minItems", "maxItems", "nullable", "format"}
 
 
+_CLIENTS: dict[tuple, Any] = {}  # SDK clients shared by the providers of one process (see _client_or_create)
+
+
 class NoThrottle:
     """The default: every attempt may go at once."""
 
@@ -57,6 +62,19 @@ class NoThrottle:
 
     def record(self, status: int | None, retry_after: float | None = None, tokens: int = 0) -> None:
         return None
+
+    def mark_sent(self) -> None:
+        return None
+
+
+_SENDING = threading.local()  # the throttle of the call this thread is sending (read by _on_request)
+
+
+def _on_request(request: Any) -> None:
+    """httpx request hook: runs as the request leaves, so the throttle records the real send time."""
+    mark_sent = getattr(getattr(_SENDING, "throttle", None), "mark_sent", None)
+    if mark_sent is not None:  # a throttle without it (a test double) keeps its acquire time
+        mark_sent()
 
 
 # ----------------------------------------------------------------------------- prompt building
@@ -203,13 +221,8 @@ class VertexProvider:
 
     # -- public interface
     def analyse(self, plugin: PluginContext, prompt: str) -> Result:
-        config = self._config(ANALYSIS_MAX_TOKENS, json_mode=True)
-        message = analysis_message(plugin)
-
-        def validated(value: Any) -> bool:
-            return isinstance(value, dict) and not self._schema_error(value)
-
-        cached = self._cached(prompt, message, config, validated)
+        message, config = self.analysis_request(plugin)
+        cached = self._cached(prompt, message, config, self._valid_analysis)
         if cached:
             return cached
         usage = Usage()
@@ -226,15 +239,38 @@ class VertexProvider:
 
     def generate(self, plugin: PluginContext, analysis: dict, prompt: str,
                  feedback: list[str] | None = None) -> Result:
-        config = self._config(GENERATION_MAX_TOKENS, json_mode=False)
-        message = generation_message(plugin, analysis, feedback)
-        cached = self._cached(prompt, message, config, lambda v: isinstance(v, str) and bool(v.strip()))
+        message, config = self.generation_request(plugin, analysis, feedback)
+        cached = self._cached(prompt, message, config, _valid_generation)
         if cached:
             return cached
         usage = Usage()
         text = self._complete(prompt, message, config, usage).strip() + "\n"
         self._store(prompt, message, config, text, usage)
         return Result(text, self.model, usage)
+
+    # -- requests and their cache keys; `doit plan` uses these too, so its cache hits are exact
+    def analysis_request(self, plugin: PluginContext) -> tuple[str, Any]:
+        """(user message, generation config) of the analysis call."""
+        return analysis_message(plugin), self._config(ANALYSIS_MAX_TOKENS, json_mode=True)
+
+    def generation_request(self, plugin: PluginContext, analysis: dict,
+                           feedback: list[str] | None = None) -> tuple[str, Any]:
+        """(user message, generation config) of the generation (or repair) call."""
+        return generation_message(plugin, analysis, feedback), self._config(GENERATION_MAX_TOKENS, json_mode=False)
+
+    def cached_analysis(self, plugin: PluginContext, prompt: str) -> Result | None:
+        """The cached answer `analyse` would return without a call, or None."""
+        message, config = self.analysis_request(plugin)
+        return self._cached(prompt, message, config, self._valid_analysis)
+
+    def cached_generation(self, plugin: PluginContext, analysis: dict, prompt: str,
+                          feedback: list[str] | None = None) -> Result | None:
+        """The cached answer `generate` would return without a call, or None."""
+        message, config = self.generation_request(plugin, analysis, feedback)
+        return self._cached(prompt, message, config, _valid_generation)
+
+    def _valid_analysis(self, value: Any) -> bool:
+        return isinstance(value, dict) and not self._schema_error(value)
 
     # -- cache
     def _cache_key(self, prompt: str, message: str, config: Any) -> str:
@@ -345,6 +381,7 @@ class VertexProvider:
                   "retried": False, "error": None}
         usage.attempts.append(record)
         usage.calls += 1
+        _SENDING.throttle = self.throttle
         try:
             response = client.models.generate_content(
                 model=self.model, contents=message, config=config.model_copy(update={"system_instruction": prompt}))
@@ -353,6 +390,8 @@ class VertexProvider:
             if failure is exc:
                 raise  # the original error, for tenacity to judge
             raise failure from None
+        finally:
+            _SENDING.throttle = None
         record["latency_s"] = round(time.monotonic() - begun, 3)
         meta = response.usage_metadata
         tokens_in = (meta.prompt_token_count or 0) if meta else 0
@@ -402,6 +441,10 @@ class VertexProvider:
                                "(e.g. gemini-2.5-flash) with SKILLBUILD_MODEL or [tool.skillbuild] model, and "
                                "check the location; gemini-2.0-flash is retired"),
         }
+        if status == 404 and "requested url" in detail.lower():  # the front end's 404: no such path, not the model
+            fixes[404] = ("endpoint", f"no such path at {self.endpoint or 'Vertex AI'} ({detail}); set "
+                                      "vertex_endpoint to the base URL only, e.g. http://127.0.0.1:8080 (the SDK "
+                                      "adds /v1beta1/projects/...), or unset it to reach Vertex AI")
         if status in fixes:
             kind, message = fixes[status]
             return ProviderError(self._scrub(message), kind, usage)
@@ -426,15 +469,22 @@ class VertexProvider:
 
     # -- client
     def _client_or_create(self) -> Any:
+        """One SDK client per process and configuration: doit makes a provider per task, and a new client
+        costs ~0.1 s of CPU (it loads the CA bundle twice), more than the rest of a task's work."""
         if self._client is None:
-            self._client = self._make_client()
+            key = (os.getpid(), self.endpoint, self._token, self.project, self.location, self.request_timeout)
+            if key not in _CLIENTS:
+                _CLIENTS[key] = self._make_client()
+            self._client = _CLIENTS[key]
         return self._client
 
     def _make_client(self) -> Any:
         from google import genai
         from google.genai import types
 
-        options = {"timeout": int(self.request_timeout * 1000)}  # the SDK counts milliseconds; retries stay off
+        # The SDK counts milliseconds; its retries stay off. The hook stamps each request as it leaves.
+        options = {"timeout": int(self.request_timeout * 1000),
+                   "client_args": {"event_hooks": {"request": [_on_request]}}}
         if self.endpoint:
             from google.oauth2.credentials import Credentials
 
@@ -466,8 +516,30 @@ class VertexProvider:
         return credentials, project
 
 
+def preload() -> None:
+    """Import the SDK and build its lazily built pydantic models now. Called before `doit -n N` forks its
+    workers, which then share them: otherwise each worker spends over a second of CPU on its first call."""
+    from google import genai
+    from google.genai import errors, types  # noqa: F401
+    from google.oauth2.credentials import Credentials
+
+    _network_error_types()
+    # A throwaway client (nothing is sent) and one of each request and reply model.
+    genai.Client(vertexai=True, project="preload", location="us-central1", credentials=Credentials(token="-"),
+                 http_options=types.HttpOptions(base_url="http://127.0.0.1:9", timeout=1000))
+    types.GenerateContentConfig(temperature=0.2, max_output_tokens=16, system_instruction="-",
+                                response_mime_type="application/json", response_schema={"type": "OBJECT"})
+    types.GenerateContentResponse.model_validate(
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "-"}]}, "finishReason": "STOP"}],
+         "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1}})
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _valid_generation(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
 
 
 # ----------------------------------------------------------------------------- wiring
