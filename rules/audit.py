@@ -143,7 +143,7 @@ FROM api_calls WHERE date(time) = date('now');""",
         """SELECT plugin_name, phase, error_class, error_message
 FROM enhancements
 WHERE status = 'failure'
-  AND run_id = (SELECT MAX(run_id) FROM enhancements WHERE phase <> 'restore')
+  AND run_id = (SELECT run_id FROM enhancements WHERE phase <> 'restore' ORDER BY id DESC LIMIT 1)
 ORDER BY id;""",
     ),
 ]
@@ -153,8 +153,9 @@ def readme_queries_markdown(db_path: str = '"$AUDIT_DB"') -> str:
     """The README section body: one fenced block per query, runnable as printed (after setting AUDIT_DB)."""
     parts = []
     if db_path == '"$AUDIT_DB"':
-        parts.append("Point `AUDIT_DB` at the marketplace's audit DB first, e.g.\n\n```sh\n"
-                     "export AUDIT_DB=build/skillbuild-examples-1a2b3c4d/audit.sqlite3\n```\n")
+        parts.append("From the project folder, point `AUDIT_DB` at the audit DB of the marketplace built last "
+                     "(each marketplace has its own, `build/<marketplace id>/audit.sqlite3`):\n\n```sh\n"
+                     "export AUDIT_DB=\"$(ls -t build/*/audit.sqlite3 | head -n 1)\"\n```\n")
     for title, sql in README_QUERIES:
         parts.append(f"{title}:\n\n```sh\nsqlite3 -header -column {db_path} \"\n{sql}\"\n```\n")
     return "\n".join(parts)
@@ -174,9 +175,11 @@ _SECRET_PATTERNS = [
     re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),  # Slack tokens
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
 ]
-# `vertex_token=abc`, `"api_key": "abc"`, `password: abc`: keep the name, hide the value.
+# `vertex_token=abc`, `"api_key": "abc"`, `password: abc`: keep the name, hide the value. The name must end
+# in the secret word (or a short suffix of it), so a plugin named `secret-sentry: ...` stays readable.
 _ASSIGNMENT = re.compile(
-    r"(?i)(\b[\w.-]*(?:token|secret|passw(?:or)?d|api[_-]?key|credential|authorization)[\w.-]*\"?\s*[=:]\s*\"?)"
+    r"(?i)(\b[\w.-]*(?:token|secret|passw(?:or)?d|api[_-]?key|credential|authorization)"
+    r"(?:[_-]?(?:key|value|id|file|s))?\"?\s*[=:]\s*\"?)"
     r"(?!\d+\b)([^\s\"',;&}]+)"  # numbers are counts (max_output_tokens: 8192), not secrets
 )
 MIN_SECRET_LENGTH = 6  # shorter "secrets" (e.g. a test token "x") would blank out ordinary text
@@ -460,9 +463,10 @@ class AuditDB:
 
     def last_build_run(self) -> str | None:
         """The README's notion of 'last run': the newest run id with a non-restore row."""
-        return self.query(
-            "SELECT MAX(run_id) AS r FROM enhancements WHERE phase <> 'restore'"
-        )[0]["r"]
+        rows = self.query(  # newest row, not MAX(run_id): two runs in one second sort by pid, not time
+            "SELECT run_id AS r FROM enhancements WHERE phase <> 'restore' ORDER BY id DESC LIMIT 1"
+        )
+        return rows[0]["r"] if rows else None
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -234,15 +234,16 @@ def list_backups(backups_root: str | os.PathLike, plugin: str) -> list[BackupInf
 
 
 def prune(backups_root: str | os.PathLike, plugin: str, keep_last: int) -> list[Path]:
-    """Delete all but the newest `keep_last` backups of `plugin`; returns what was deleted.
+    """Delete all but the newest `keep_last` backups of `plugin` of each reason; returns what was deleted.
 
-    keep_last must be at least 1, so a plugin's only backup is never deleted.
+    Each reason counts apart, so a series of restores (each saving the state it replaces) never pushes out
+    the backups taken before a change. keep_last must be at least 1: a plugin's only backup is never deleted.
     """
     if not isinstance(keep_last, int) or keep_last < 1:
         raise ValueError(f"backup retention keep_last={keep_last!r}: must be an integer ≥ 1 (the newest backup of a "
                          f"plugin is always kept)")
     backups = list_backups(backups_root, plugin)
-    doomed = backups[:-keep_last] if len(backups) > keep_last else []
+    doomed = [b for b in backups if b not in [x for x in backups if x.reason == b.reason][-keep_last:]]
     for info in doomed:
         shutil.rmtree(info.path)
         try:

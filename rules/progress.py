@@ -304,6 +304,8 @@ class RunProgress:
 
 # doit task basename -> the phase its events belong to when the action does not say.
 TASK_PHASES = {"analyse": "analyse", "skill": "generate", "restore": "restore"}
+BUILD_GROUPS = ("analyse", "skill")  # selecting one of these groups may touch every plugin
+SINGLE_PLUGIN_TASKS = ("restore",)  # tasks without a subtask that act on one plugin
 
 
 def events_from_values(values: dict[str, Any] | None, plugin: str, phase: str, seconds: float) -> list[Event]:
@@ -336,6 +338,8 @@ def reporter_class(make_progress: Callable[[list[str]], RunProgress]) -> type:
         def initialize(self, tasks, selected_tasks):
             super().initialize(tasks, selected_tasks)
             plugins = _selected_plugins(tasks, selected_tasks)
+            if "restore" in (selected_tasks or ()) and "restore" in tasks:
+                plugins.append(_task_plugin(tasks["restore"]) or "restore")  # a restore is a run of one plugin
             self.progress = make_progress(plugins).start()
             self.summary: Summary | None = None
             self._began: dict[str, float] = {}
@@ -354,7 +358,7 @@ def reporter_class(make_progress: Callable[[list[str]], RunProgress]) -> type:
         def add_success(self, task):
             if not _ours(task.name):
                 return super().add_success(task)
-            base, plugin = task.name.split(":", 1)
+            base, plugin = _split(task)
             for ev in events_from_values(task.values, plugin, TASK_PHASES[base], self._took(task)):
                 self.progress.event(ev)
 
@@ -363,7 +367,7 @@ def reporter_class(make_progress: Callable[[list[str]], RunProgress]) -> type:
                 return  # the group task of our per-plugin tasks: each failure was reported already
             if not _ours(task.name):
                 return super().add_failure(task, fail)
-            base, plugin = task.name.split(":", 1)
+            base, plugin = _split(task)
             if fail.get_name() == "UnmetDependency":
                 if any(e.plugin == plugin and e.outcome == "failure" for e in self.progress.events):
                     return  # its own earlier step failed and was reported
@@ -376,7 +380,7 @@ def reporter_class(make_progress: Callable[[list[str]], RunProgress]) -> type:
 
         def skip_uptodate(self, task):
             if _ours(task.name):
-                base, plugin = task.name.split(":", 1)
+                base, plugin = _split(task)
                 self.progress.event(Event(plugin, TASK_PHASES[base], "fresh"))
             else:
                 super().skip_uptodate(task)
@@ -393,10 +397,10 @@ def reporter_class(make_progress: Callable[[list[str]], RunProgress]) -> type:
 
 
 def _selected_plugins(tasks: Iterable[str], selected: Iterable[str] | None) -> list[str]:
-    """Plugins this run may touch: all of ours when a group (`skill`) is selected, else the named ones."""
+    """Plugins this run may build: all of ours when a group (`skill`) is selected, else the named ones."""
     chosen = set(selected or ())
-    names = [n for n in tasks if _ours(n)]
-    if not chosen or chosen & set(TASK_PHASES):
+    names = [n for n in tasks if _ours(n) and ":" in n]
+    if not chosen or chosen & set(BUILD_GROUPS):
         return sorted({n.split(":", 1)[1] for n in names})
     return sorted({n.split(":", 1)[1] for n in names if n in chosen})
 
@@ -411,5 +415,25 @@ def _failure_reason(fail: Any) -> str:
 
 
 def _ours(task_name: str) -> bool:
+    """Per-plugin tasks (`skill:<p>`), and `restore`, which acts on the one plugin named by plugin=NAME."""
+    if task_name in SINGLE_PLUGIN_TASKS:
+        return True
     base, sep, plugin = task_name.partition(":")
     return bool(sep and plugin) and base in TASK_PHASES
+
+
+def _task_plugin(task: Any) -> str | None:
+    """The plugin a single-plugin task acts on: the Plugin among its action's arguments."""
+    for action in getattr(task, "actions", None) or ():
+        for arg in getattr(action, "args", None) or ():
+            if hasattr(arg, "rel") and hasattr(arg, "key") and isinstance(getattr(arg, "name", None), str):
+                return arg.name
+    return None
+
+
+def _split(task: Any) -> tuple[str, str]:
+    """(basename, plugin) of one of our tasks."""
+    if task.name in SINGLE_PLUGIN_TASKS:
+        return task.name, _task_plugin(task) or task.name
+    base, _, plugin = task.name.partition(":")
+    return base, plugin

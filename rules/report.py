@@ -341,3 +341,13 @@ def write_html(audit_db: AuditDB | str | os.PathLike, out_path: str | os.PathLik
     tmp.write_text(render_html(report_data(audit, quota_rpd, skill_sizes)), encoding="utf-8")
     os.replace(tmp, out)
     return out
+
+
+def copy_latest(page: str | os.PathLike, latest: str | os.PathLike) -> Path:
+    """Copy a marketplace's report to the shared `build/report.html` (atomically), the page to open first."""
+    src, dest = Path(page), Path(latest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(src.read_bytes())
+    os.replace(tmp, dest)
+    return dest
