@@ -197,6 +197,8 @@ def _manifest_plugin(root: Path, folder: Path) -> Plugin:
     if plugin.state == "ok" and isinstance(plugin.manifest.get("name"), str) and plugin.manifest["name"].strip():
         plugin.name = plugin.manifest["name"]
         plugin.key = skill_name(plugin.name)
+        if not plugin.key:
+            _unusable_name(plugin)
     return plugin
 
 
@@ -216,9 +218,15 @@ def _load_manifest(plugin: Plugin, catalog_entry: dict[str, Any] | None) -> None
     # The catalog entry describes the plugin too; the plugin's own manifest wins where both speak.
     plugin.manifest = {**(catalog_entry or {}), **manifest}
     if not plugin.key:
-        plugin.state = "error"
-        plugin.reason = (f"plugin '{plugin.name}' ({plugin.rel}): the name cannot become a valid skill name "
-                         "(needs at least one letter or digit); rename it in the catalog or plugin.json")
+        _unusable_name(plugin)
+
+
+def _unusable_name(plugin: Plugin) -> None:
+    plugin.state = "error"
+    plugin.reason = (f"plugin '{plugin.name}' ({plugin.rel}): the name cannot become a valid skill name "
+                     "(needs at least one letter or digit); rename it in the catalog or plugin.json")
+    # Its task still needs a name of its own ("skill:" alone is no plugin's task); "--" is never a skill name.
+    plugin.key = "unnamed--" + (skill_name(plugin.rel) or "root")
 
 
 def _untracked_folders(root: Path, known: set[Path]) -> list[Path]:
