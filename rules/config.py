@@ -108,6 +108,7 @@ KEYS: dict[str, Key] = {
     "request_timeout": Key(_positive(float), 120.0, "seconds one HTTP attempt may take"),
     "max_attempts": Key(_positive(int), 5, "HTTP attempts per call, retries included"),
     "retry_max_seconds": Key(_positive(float), 600.0, "total seconds one call may spend retrying"),
+    "retry_backoff_seconds": Key(_positive(float), 1.0, "first retry wait; doubles per retry, with jitter"),
     # the throttle (rules/throttle.py); empty means the pace preset's value
     "pace_preset": Key(_choice("default", "seed", "seed-initial"), "default",
                        "named pacing: default (quota-driven), seed (45-60 s per call), seed-initial (90-120 s)"),
@@ -131,6 +132,7 @@ KEYS: dict[str, Key] = {
     "backup_keep": Key(_positive(int), 10, "pre-change backups kept per plugin (the only one is never deleted)"),
     # watching a run
     "json_lines": Key(_bool, False, "print one JSON object per event instead of plain lines"),
+    "lock_wait": Key(_non_negative(float), 0.0, "seconds to wait for another build of the marketplace (0: exit 75)"),
     # where state lives
     "cache_root": Key(str, "cache", "rebuildable state (doit state, analysis, response cache)"),
     "build_root": Key(str, "build", "state to keep (audit DB, backups, logs, reports)"),

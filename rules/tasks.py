@@ -5,7 +5,6 @@ Dependencies are computed when tasks load (no calc_dep), so `doit list --status`
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from functools import lru_cache
@@ -14,13 +13,15 @@ from doit import doit_cmd
 from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
-from rules import actions, archive, phases, progress, report, status
+from rules import actions, archive, interrupt, phases, progress, report, runlock, status
+from rules.audit import redact
 from rules.config import ConfigError, load_settings
 from rules.discovery import DiscoveryError, Marketplace, Plugin, discover
 from rules.fingerprints import TreeUnchanged, XXHashChecker
 
 __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_backup", "task_restore_offsite",
-           "task_backups", "task_restore", "task_report"]
+           "task_backups", "task_restore", "task_report", "task_check",
+           "task_plan", "task_quota"]
 
 
 def arg(name: str, default: str | None = None) -> str | None:
@@ -54,11 +55,6 @@ def run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
 
 
-def _sigterm_as_interrupt(signum, frame):
-    # doit saves its state on KeyboardInterrupt but not on SIGTERM: make them the same.
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def doit_config() -> dict:
     """DOIT_CONFIG for dodo.py; a bad setting or catalog stops the load with a message naming the fix."""
     try:
@@ -68,7 +64,7 @@ def doit_config() -> dict:
     except (ConfigError, DiscoveryError, FileNotFoundError) as exc:
         raise InvalidDodoFile(f"skillbuild: {exc}") from None
     s.cache_dir.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    interrupt.install()  # SIGTERM ends the run like Ctrl-C, so doit saves its state
     return {
         "backend": "sqlite3",
         "dep_file": str(s.state_file),
@@ -86,14 +82,32 @@ def _make_progress(plugins: list[str]) -> progress.RunProgress:
     s, rid = settings(), run_id()
     on_finish = None
     if plugins:
+        _take_run_lock(s, rid)
+        if s.provider != "offline":
+            from rules.providers import vertex
+
+            vertex.preload()  # here, before doit forks its workers: each would import the SDK again
         audit = phases.open_audit(s)
         audit.start_run(sys.argv[1:], run_id=rid, secrets=phases.secrets(s))
 
         def on_finish(summary: progress.Summary) -> None:
             phases.open_audit(s).end_run(rid, summary.counts(), summary.exit_code)
+            runlock.release(s.cache_dir / runlock.LOCK_NAME)
 
     return progress.RunProgress(rid, s.build_dir / "logs", len(plugins), json_lines=s.json_lines,
                                 secrets=phases.secrets(s), on_finish=on_finish)
+
+
+def _take_run_lock(s, rid: str) -> None:
+    """One build per marketplace at a time (exit 75 or wait: rules/runlock.py); then clear a killed run's temps."""
+    command = redact(" ".join(sys.argv[1:]), phases.secrets(s))
+    runlock.acquire_or_exit(s.cache_dir / runlock.LOCK_NAME, rid, command.split(), s.lock_wait)
+    swept = runlock.sweep_leftovers(s.marketplace, s.cache_dir)
+    if swept:
+        line = (f"removed {len(swept)} temp file(s) left by an interrupted run: "
+                + ", ".join(str(p) for p in swept[:5]) + (" ..." if len(swept) > 5 else ""))
+        progress.append_line(progress.log_path(s.build_dir / "logs", rid), line)
+        print(line, flush=True)
 
 
 def default_tasks(s) -> list[str]:
@@ -249,9 +263,59 @@ def _write_report() -> None:
     s = settings()
     sizes = {p.name: p.target.stat().st_size for p in marketplace().plugins if p.target and p.target.is_file()}
     out = report.write_html(phases.open_audit(s), s.build_dir / "report.html", s.rpd or 1500, skill_sizes=sizes)
-    print(f"report written to {out}", flush=True)
+    latest = report.copy_latest(out, s.build_root / "report.html")  # the latest report, whichever marketplace
+    print(f"report written to {out} (latest report: {latest})", flush=True)
 
 
 def task_report():
-    """Write build/<marketplace>/report.html: success rate, runs, times, sizes, calls against the quota."""
+    """Write build/<marketplace>/report.html and copy it to build/report.html: success rate, runs, times,
+    sizes, calls against the quota."""
     return {"actions": [_write_report], "uptodate": [False], "verbosity": 2}
+
+
+def task_check():
+    """Preflight: with Vertex, one cheap call proves credentials, project, location and model."""
+    return {"actions": [(actions.check, [settings()])], "uptodate": [False], "verbosity": 2}
+
+
+def _print_plan():
+    """`doit plan`: computed from files and recorded data only; a bad setting fails with its name."""
+    from doit.exceptions import TaskFailed
+
+    from rules import planning
+    from rules.providers import ProviderError
+
+    s, market = settings(), marketplace()
+
+    def expected(plugin: Plugin) -> dict[str, str]:
+        return phases.provenance_fields(s, plugin, s.provider, model_id(s))
+
+    try:
+        throttle = planning.throttle_for(s) if s.provider != "offline" else None
+        plan = planning.make_plan(s, market, expected, model_id(s), throttle)
+    except (ValueError, RuntimeError, ProviderError, FileNotFoundError) as exc:
+        return TaskFailed(f"plan: {exc}")
+    print(planning.format_plan(plan), flush=True)
+
+
+def task_plan():
+    """Dry run: stale plugins and why, API calls (cache hits excluded), tokens, cost, quota left, ETA."""
+    return {"actions": [_print_plan], "uptodate": [False], "verbosity": 2}
+
+
+def _print_quota():
+    from doit.exceptions import TaskFailed
+
+    from rules import planning
+
+    s = settings()
+    try:
+        text = planning.format_quota(s, planning.throttle_for(s))
+    except (ValueError, RuntimeError) as exc:
+        return TaskFailed(f"quota: {exc}")
+    print(text, flush=True)
+
+
+def task_quota():
+    """Today's API calls and tokens, budget left, 429s, the current pace and a recommendation."""
+    return {"actions": [_print_quota], "uptodate": [False], "verbosity": 2}
