@@ -29,20 +29,35 @@ def _names(settings) -> dict[str, str]:
     return {"url_var": settings.turso_url_env, "token_var": settings.turso_token_env}
 
 
-def backup(settings, market) -> TaskFailed | None:
+def _record_backup(settings, market, run_id: str, status: str, started: float, **fields) -> None:
+    """One audit row per backup (phase `backup`), so a failed off-site copy is on record too."""
+    from rules.phases import open_audit
+
+    open_audit(settings).record(run_id, market.name, str(settings.marketplace), "backup", status,
+                                enhancement_type="archive", processing_time_seconds=round(time.monotonic() - started, 3),
+                                **fields)
+
+
+def backup(settings, market, run_id: str) -> TaskFailed | None:
     """Local hashed archive, verified; then the off-site copy when Turso is configured."""
+    started = time.monotonic()
     try:
         made = archive.make_archive(settings.marketplace, archive_root(settings), audit_db_path(settings),
                                     archive.plugins_for_backup(market), __version__)
     except archive.ArchiveError as exc:
+        _record_backup(settings, market, run_id, "failure", started, error_class="archive", error_message=str(exc))
         return TaskFailed(f"backup failed: {exc}")
     print("\n".join(made.lines()), flush=True)
+    done = {"backup_path": str(made.folder), "output_bytes": made.archive_size, "output_hash": made.archive_sha256[:16]}
     url, token = turso(settings)
     try:
         sent = offsite.upload(made.folder, url, token, settings.backup_chunk_size, **_names(settings))
     except offsite.OffsiteError as exc:
+        _record_backup(settings, market, run_id, "failure", started, error_class="offsite", error_message=str(exc),
+                       **done)
         return TaskFailed(f"off-site copy failed: {exc}; the local backup is kept at {made.folder}")
     print("\n".join(sent.lines()), flush=True)
+    _record_backup(settings, market, run_id, "success", started, **done)
     return None
 
 

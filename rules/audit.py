@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-PHASES = ("analyse", "generate", "repair", "skip", "keep", "restore")
+PHASES = ("analyse", "generate", "repair", "skip", "keep", "restore", "backup")
 STATUSES = ("success", "failure", "skipped", "kept")
 BUSY_TIMEOUT_SECONDS = 60.0  # workers wait this long for the write lock before failing
 MAX_TEXT = 4000  # error messages longer than this are cut: the trail is for reading, not for dumps
@@ -122,7 +122,7 @@ README_QUERIES: list[tuple[str, str]] = [
        ROUND(100.0 * SUM(status = 'success') / NULLIF(SUM(status IN ('success', 'failure')), 0), 1) AS success_pct
 FROM enhancements
 WHERE id IN (SELECT MAX(id) FROM enhancements
-             WHERE phase <> 'restore' AND NOT (phase = 'analyse' AND status = 'success')
+             WHERE phase NOT IN ('restore', 'backup') AND NOT (phase = 'analyse' AND status = 'success')
              GROUP BY run_id, plugin_name);""",
     ),
     (
@@ -143,7 +143,7 @@ FROM api_calls WHERE date(time) = date('now');""",
         """SELECT plugin_name, phase, error_class, error_message
 FROM enhancements
 WHERE status = 'failure'
-  AND run_id = (SELECT run_id FROM enhancements WHERE phase <> 'restore' ORDER BY id DESC LIMIT 1)
+  AND run_id = (SELECT run_id FROM enhancements WHERE phase NOT IN ('restore', 'backup') ORDER BY id DESC LIMIT 1)
 ORDER BY id;""",
     ),
 ]
@@ -407,7 +407,7 @@ class AuditDB:
         """(run_id, plugin_name, phase, status, ...) of each plugin's final row per run (see README_QUERIES)."""
         return self.query(
             "SELECT * FROM enhancements WHERE id IN (SELECT MAX(id) FROM enhancements"
-            " WHERE phase <> 'restore' AND NOT (phase = 'analyse' AND status = 'success')"
+            " WHERE phase NOT IN ('restore', 'backup') AND NOT (phase = 'analyse' AND status = 'success')"
             " GROUP BY run_id, plugin_name) ORDER BY id"
         )
 
@@ -464,7 +464,7 @@ class AuditDB:
     def last_build_run(self) -> str | None:
         """The README's notion of 'last run': the newest run id with a non-restore row."""
         rows = self.query(  # newest row, not MAX(run_id): two runs in one second sort by pid, not time
-            "SELECT run_id AS r FROM enhancements WHERE phase <> 'restore' ORDER BY id DESC LIMIT 1"
+            "SELECT run_id AS r FROM enhancements WHERE phase NOT IN ('restore', 'backup') ORDER BY id DESC LIMIT 1"
         )
         return rows[0]["r"] if rows else None
 

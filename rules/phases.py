@@ -62,7 +62,10 @@ def backups_root(settings) -> Path:
 
 
 def secrets(settings) -> list[str]:
-    return [settings.vertex_token] if settings.vertex_token else []
+    """Values that must never be stored or printed: redacted wherever text is recorded."""
+    import os
+
+    return [v for v in (settings.vertex_token, os.environ.get(settings.turso_token_env)) if v]
 
 
 def open_audit(settings) -> AuditDB:

@@ -224,7 +224,7 @@ def task_backup():
 
     url, token = actions.turso(s)
     return {
-        "actions": [(actions.backup, [s, market])],
+        "actions": [(actions.backup, [s, market, run_id()])],
         # Not file_dep: listing the SKILL.md targets would make doit build them before backing up.
         "uptodate": [TreeUnchanged(files), config_changed({"offsite": str(bool(url and token))})],
         "verbosity": 2,

@@ -50,6 +50,7 @@ def test_every_outcome_lands_with_its_fields(tmp_path):
         ("fixed", "analyse", "success"), ("fixed", "generate", "failure"), ("fixed", "repair", "success"),
         ("ext", "skip", "skipped"), ("hand", "keep", "kept"),
         ("back", "restore", "success"), ("back2", "restore", "failure"),
+        ("market", "backup", "success"), ("market", "backup", "failure"),  # never counted as plugin outcomes
     ]
     for plugin, phase, status in cases:
         db.record(run, plugin, f"/m/{plugin}", phase, status, provider="offline", model="m1",

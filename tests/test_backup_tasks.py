@@ -4,9 +4,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import sqlite3
+
 from sqld_server import sqld, sqld_binary  # noqa: F401  (pytest fixtures)
 
 SECRET = ".env.example"
+
+
+def backup_rows(build: Path) -> list[tuple]:
+    (db,) = build.glob("*/audit.sqlite3")  # the live DB, not the snapshots inside archives
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT status, error_class, error_message, backup_path FROM enhancements "
+                            "WHERE phase = 'backup' ORDER BY id").fetchall()
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -23,6 +32,8 @@ def test_backup_then_restore_from_turso_alone(doit, market, tmp_path, sqld):  # 
     assert "verified against manifest" in run.stdout and sqld.token not in run.stdout + run.stderr
     again = doit("-n", "1", "backup", extra_env=env)
     assert again.returncode == 0 and doit.executed(again) == set()  # unchanged marketplace: nothing to do
+    [(status, _, _, folder)] = backup_rows(tmp_path / "build")
+    assert status == "success" and "backups/archive/" in folder
     shutil.rmtree(market)
     shutil.rmtree(tmp_path / "build")  # the local backups are gone too
     dest = tmp_path / "restored"
@@ -50,3 +61,8 @@ def test_wrong_token_fails_clearly_and_keeps_local(doit, tmp_path, sqld):  # noq
     assert "Turso rejected the auth token (HTTP 401)" in run.stdout
     assert bad not in run.stdout + run.stderr
     assert list((tmp_path / "build").rglob("backups/archive/*/manifest.json"))
+    [(status, error_class, message, folder)] = backup_rows(tmp_path / "build")
+    assert (status, error_class) == ("failure", "offsite") and "HTTP 401" in message and folder
+    for path in (tmp_path / "build").rglob("*"):
+        if path.is_file():
+            assert bad.encode() not in path.read_bytes(), path

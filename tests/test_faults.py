@@ -238,3 +238,9 @@ def test_turso_dying_mid_upload_keeps_the_local_backup_and_a_rerun_completes(doi
     listing = run_doit(env, "backups", "verify=1")
     assert listing.returncode == 0, listing.stdout + listing.stderr
     assert "complete" in listing.stdout
+    (db,) = (tmp_path / "build").glob("*/audit.sqlite3")
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT status, error_class, backup_path FROM enhancements WHERE phase = 'backup' "
+                            "ORDER BY id").fetchall()
+    assert [(status, error_class) for status, error_class, _ in rows] == [("failure", "offsite"), ("success", None)]
+    assert rows[0][2] == local  # the failure row names the local backup that was kept
