@@ -300,6 +300,13 @@ class AuditDB:
         )
         return run_id
 
+    def run_usage(self, run_id: str, plugin: str) -> dict[str, int]:
+        """HTTP attempts and tokens one plugin spent in one run."""
+        row = self.connection().execute(
+            "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0) FROM api_calls "
+            "WHERE run_id = ? AND plugin_name = ?", (run_id, plugin)).fetchone()
+        return {"calls": row[0], "input_tokens": row[1], "output_tokens": row[2]}
+
     def end_run(self, run_id: str, counts: dict[str, int], exit_status: int) -> None:
         """Close a run with its counts (built/kept/skipped/failed, extra keys kept in `counts`)."""
         cur = self.connection().execute(

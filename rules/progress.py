@@ -203,9 +203,11 @@ class RunProgress:
         stream: IO[str] | None = None, pace_seconds: float = 0.0, tty: bool | None = None,
         log_fresh: bool = False, secrets: Iterable[str] = (),
         on_finish: Callable[[Summary], None] | None = None,
+        usage_of: Callable[[str], dict[str, int]] | None = None,
     ):
         self.run_id, self.total, self.json_lines = run_id, total, json_lines
         self.on_finish = on_finish  # e.g. close the run in the audit DB
+        self.usage_of = usage_of  # a plugin's calls and tokens so far in this run, from the audit DB
         self.log = log_path(logs_dir, run_id)
         self.stream = stream if stream is not None else sys.stdout
         self.pace_seconds, self.log_fresh, self.secrets = pace_seconds, log_fresh, list(secrets)
@@ -262,6 +264,15 @@ class RunProgress:
         self._show(line)
         self._refresh()
         return line
+
+    def unreported_usage(self, plugin: str) -> dict[str, int]:
+        """What a failed task spent: doit hands a failed task's values to no one, the audit DB has them."""
+        if self.usage_of is None:
+            return {}
+        total = self.usage_of(plugin)
+        shown = [e for e in self.events if e.plugin == plugin]
+        return {key: max(0, total.get(key, 0) - sum(getattr(e, key) for e in shown))
+                for key in ("calls", "input_tokens", "output_tokens")}
 
     def eta_seconds(self) -> float | None:
         calls = sum(e.calls for e in self.events)
@@ -376,7 +387,8 @@ def reporter_class(make_progress: Callable[[list[str]], RunProgress]) -> type:
                 reason = _failure_reason(fail)
                 if getattr(fail, "traceback", None):
                     self._tracebacks.append(f"{task.name}: " + "".join(fail.traceback))
-            self.progress.event(Event(plugin, TASK_PHASES[base], "failure", self._took(task), reason=reason))
+            spent = self.progress.unreported_usage(plugin)
+            self.progress.event(Event(plugin, TASK_PHASES[base], "failure", self._took(task), reason=reason, **spent))
 
         def skip_uptodate(self, task):
             if _ours(task.name):

@@ -94,8 +94,12 @@ def _make_progress(plugins: list[str]) -> progress.RunProgress:
             phases.open_audit(s).end_run(rid, summary.counts(), summary.exit_code)
             runlock.release(s.cache_dir / runlock.LOCK_NAME)
 
+    def usage_of(plugin: str) -> dict[str, int]:
+        return phases.open_audit(s).run_usage(rid, plugin)
+
     return progress.RunProgress(rid, s.build_dir / "logs", len(plugins), json_lines=s.json_lines,
-                                secrets=phases.secrets(s), on_finish=on_finish)
+                                secrets=phases.secrets(s), on_finish=on_finish,
+                                usage_of=usage_of if plugins else None)
 
 
 def _take_run_lock(s, rid: str) -> None:

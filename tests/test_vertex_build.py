@@ -158,6 +158,9 @@ def test_truncated_json_is_retried_once_then_the_plugin_fails_cleanly(vx, market
     assert f"FAILED {ONE} (analyse)" in run.stdout and "Traceback" not in run.stdout + run.stderr
     assert not target(market).exists()
     assert vx.audit("SELECT phase, status, error_class FROM enhancements") == [("analyse", "failure", "invalid_json")]
+    failed = [line for line in run.stdout.splitlines() if f" {ONE} analyse failure " in line]
+    assert failed and " calls=2 " in failed[0]  # what the failed step paid is in its line and the summary
+    assert "calls 2," in run.stdout
 
 
 def test_truncated_json_once_then_valid_succeeds(vx, market):
