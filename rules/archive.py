@@ -27,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from rules.fingerprints import sha256_file  # noqa: F401  (also re-exported)
+
 CATALOG = PurePosixPath(".claude-plugin/marketplace.json")
 MANIFEST = "manifest.json"
 INVENTORY = "plugin-inventory.json"
@@ -94,12 +96,6 @@ class LocalBackup:
 
 # ---------------------------------------------------------------- hashing helpers
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_READ):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _sha256_stream(fh) -> tuple[str, int]:

@@ -13,7 +13,6 @@ overwrite (reason "before-restore"), so a restore can itself be undone.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from rules.fingerprints import sha256_file  # noqa: F401  (also re-exported)
 
 MANIFEST = "MANIFEST.sha256.json"
 FILES = "files"
@@ -65,12 +66,6 @@ def _check_name(kind: str, value: str) -> str:
     return value
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _scan(root: Path) -> tuple[dict[str, dict], dict[str, str], list[str]]:

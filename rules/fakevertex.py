@@ -437,6 +437,17 @@ class Config:
     seed: int | None = None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client killed mid-request (chaos tests do it on purpose) is not an error worth a traceback."""
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class FakeVertex:
     """In-process server: `start()`, `url`, `stats()`, `reset()`, `stop()`; also a context manager."""
 
@@ -456,7 +467,7 @@ class FakeVertex:
     # -- lifecycle
     def start(self) -> "FakeVertex":
         self._stopping.clear()
-        self._httpd = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
+        self._httpd = _QuietServer((self.host, self.port), _handler_for(self))
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},

@@ -80,26 +80,25 @@ def doit_config() -> dict:
 def _make_progress(plugins: list[str]) -> progress.RunProgress:
     """The run's console lines, log and summary; a run that may touch plugins is also an audit run."""
     s, rid = settings(), run_id()
-    on_finish = None
-    if plugins:
-        _take_run_lock(s, rid)
-        if s.provider != "offline":
-            from rules.providers import vertex
+    logs = s.build_dir / "logs"
+    if not plugins:  # status, backup, listings: no lock, no audit run, no summary
+        return progress.RunProgress(rid, logs, 0, json_lines=s.json_lines, secrets=phases.secrets(s))
+    _take_run_lock(s, rid)
+    if s.provider != "offline":
+        from rules.providers import vertex
 
-            vertex.preload()  # here, before doit forks its workers: each would import the SDK again
-        audit = phases.open_audit(s)
-        audit.start_run(sys.argv[1:], run_id=rid, secrets=phases.secrets(s))
+        vertex.preload()  # here, before doit forks its workers: each would import the SDK again
+    phases.open_audit(s).start_run(sys.argv[1:], run_id=rid, secrets=phases.secrets(s))
 
-        def on_finish(summary: progress.Summary) -> None:
-            phases.open_audit(s).end_run(rid, summary.counts(), summary.exit_code)
-            runlock.release(s.cache_dir / runlock.LOCK_NAME)
+    def on_finish(summary: progress.Summary) -> None:
+        phases.open_audit(s).end_run(rid, summary.counts(), summary.exit_code)
+        runlock.release(s.cache_dir / runlock.LOCK_NAME)
 
     def usage_of(plugin: str) -> dict[str, int]:
         return phases.open_audit(s).run_usage(rid, plugin)
 
-    return progress.RunProgress(rid, s.build_dir / "logs", len(plugins), json_lines=s.json_lines,
-                                secrets=phases.secrets(s), on_finish=on_finish,
-                                usage_of=usage_of if plugins else None)
+    return progress.RunProgress(rid, logs, len(plugins), json_lines=s.json_lines, secrets=phases.secrets(s),
+                                on_finish=on_finish, usage_of=usage_of)
 
 
 def _take_run_lock(s, rid: str) -> None:

@@ -499,7 +499,6 @@ class Throttle:
 
     def _reserve(self, est_tokens: int) -> tuple[int, float]:
         """Insert a reservation at the earliest allowed time; returns (row id, send time)."""
-        lim = self.limits
         with _Tx(self.path) as conn:
             st = conn.execute("SELECT * FROM state").fetchone()
             gap = self._gap(st["rate_factor"])

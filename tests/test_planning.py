@@ -5,7 +5,6 @@ import hashlib
 import re
 from pathlib import Path
 
-import pytest
 
 from vertex_server import PROJECT, TOKEN, fake_vertex, fake_vertex_factory  # noqa: F401
 
