@@ -9,6 +9,7 @@ import fnmatch
 import json
 import os
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,12 @@ class Plugin:
     old_skills: list[Path] = field(default_factory=list)  # SKILL.md files other than the target
 
     def relpath(self, path: Path) -> str:
-        return path.relative_to(self.path).as_posix() if self.path else str(path)
+        if not self.path:
+            return str(path)
+        base, text = str(self.path), str(path)
+        if text.startswith(base + os.sep):  # the common case, without pathlib's parsing: it runs per file per load
+            return text[len(base) + 1:].replace(os.sep, "/")
+        return path.relative_to(self.path).as_posix()
 
 
 @dataclass
@@ -113,11 +119,14 @@ def find_manifest(folder: Path) -> Path | None:
 
 
 def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
+    """Whether `path`, with every symlink resolved, lies in `root` (resolved too)."""
+    real, base = os.path.realpath(path), _real(str(root))
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+@lru_cache(maxsize=64)
+def _real(path: str) -> str:
+    return os.path.realpath(path)
 
 
 def _source_folder(root: Path, entry: dict[str, Any], plugin_root: str | None) -> Path:
