@@ -49,7 +49,8 @@ from rules.fakevertex import FakeVertex  # noqa: E402
 from rules.providers import vertex  # noqa: E402
 from rules.response_cache import ResponseCache  # noqa: E402
 
-CORPUS = Path("/work/shared/corpus/claude-code-plugins")
+# The shared corpus sits beside the checkout (../shared/corpus/...); pass another path as an argument.
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "claude-code-plugins"
 TOKEN = "chaos-token-7d1e"
 PROJECT = "skillbuild-chaos"
 

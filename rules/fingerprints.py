@@ -13,12 +13,15 @@ from doit.dependency import FileChangedChecker
 CHUNK = 1 << 20
 
 
-def file_xxh3(path: str | os.PathLike) -> str:
-    digest = xxhash.xxh3_128()
+def _file_digest(path: str | os.PathLike, digest) -> str:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_xxh3(path: str | os.PathLike) -> str:
+    return _file_digest(path, xxhash.xxh3_128())
 
 
 class XXHashChecker(FileChangedChecker):
@@ -44,11 +47,7 @@ class XXHashChecker(FileChangedChecker):
 
 def sha256_file(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes, read in blocks: manifests, archives and backups use it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return _file_digest(path, hashlib.sha256())
 
 
 def text_hash(text: str | bytes) -> str:
