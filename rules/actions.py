@@ -125,3 +125,51 @@ def _vertex_setting_lines(settings) -> list[str]:
     else:
         lines.append("  credentials: Application Default Credentials (`gcloud auth application-default login`)")
     return lines
+
+
+def print_status(settings, market) -> None:
+    """`doit status`: every plugin's state from discovery and provenance, with its last audit outcome."""
+    from rules import phases, status
+
+    rows = status.rows(settings, market, phases.expected_provenance(settings))
+    outcomes = phases.open_audit(settings).last_outcomes() if phases.audit_path(settings).exists() else {}
+    print(f"marketplace: {market.name} ({settings.marketplace}); provider: {settings.provider}")
+    print(status.format_table(rows, outcomes), flush=True)
+
+
+def write_report(settings, market) -> None:
+    """`doit report`: the page for this marketplace, copied to build/report.html as the latest report."""
+    from rules import phases, report
+
+    sizes = {p.name: p.target.stat().st_size for p in market.plugins if p.target and p.target.is_file()}
+    out = report.write_html(phases.open_audit(settings), settings.build_dir / "report.html", settings.rpd or 1500,
+                            skill_sizes=sizes)
+    latest = report.copy_latest(out, settings.build_root / "report.html")
+    print(f"report written to {out} (latest report: {latest})", flush=True)
+
+
+def print_plan(settings, market) -> TaskFailed | None:
+    """`doit plan`: computed from files and recorded data only; a bad setting fails with its name."""
+    from rules import phases, planning
+    from rules.providers import ProviderError
+
+    try:
+        throttle = planning.throttle_for(settings) if settings.provider != "offline" else None
+        plan = planning.make_plan(settings, market, phases.expected_provenance(settings), phases.model_id(settings),
+                                  throttle)
+    except (ValueError, RuntimeError, ProviderError, FileNotFoundError) as exc:
+        return TaskFailed(f"plan: {exc}")
+    print(planning.format_plan(plan), flush=True)
+    return None
+
+
+def print_quota(settings) -> TaskFailed | None:
+    """`doit quota`: today's calls, budget left, 429s, pace and a recommendation."""
+    from rules import planning
+
+    try:
+        text = planning.format_quota(settings, planning.throttle_for(settings))
+    except (ValueError, RuntimeError) as exc:
+        return TaskFailed(f"quota: {exc}")
+    print(text, flush=True)
+    return None

@@ -108,6 +108,20 @@ def provider_for(settings):
     return make_provider(settings, None if settings.provider == "offline" else _throttle(settings))
 
 
+def model_id(settings) -> str:
+    """The model the configured provider answers with (recorded in provenance), without loading the SDK."""
+    if settings.provider == "offline":
+        from rules.providers.offline import MODEL
+
+        return MODEL
+    return settings.model
+
+
+def expected_provenance(settings) -> Callable[[Plugin], dict[str, str]]:
+    """What a current SKILL.md of each plugin would carry: `doit status` and `doit plan` compare against it."""
+    return lambda plugin: provenance_fields(settings, plugin, settings.provider, model_id(settings))
+
+
 def _context(settings, plugin: Plugin):
     return discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget)
 

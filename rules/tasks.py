@@ -13,11 +13,11 @@ from doit import doit_cmd
 from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
-from rules import actions, archive, interrupt, phases, progress, report, runlock, status
+from rules import actions, archive, interrupt, phases, progress, runlock, status
 from rules.audit import redact
 from rules.config import ConfigError, load_settings
 from rules.discovery import DiscoveryError, Marketplace, Plugin, discover
-from rules.fingerprints import TreeUnchanged, XXHashChecker
+from rules.fingerprints import TreeUnchanged, XXHashChecker, file_xxh3
 
 __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_backup", "task_restore_offsite",
            "task_backups", "task_restore", "task_report", "task_check",
@@ -118,27 +118,19 @@ def default_tasks(s) -> list[str]:
     return names or ["status"]  # an empty marketplace: say so rather than run every task
 
 
-def model_id(s) -> str:
-    if s.provider == "offline":
-        from rules.providers.offline import MODEL
-
-        return MODEL
-    return s.model
-
-
 def _input_names(plugin: Plugin) -> dict[str, str]:
     """Names of inputs and scripts: adding or removing a file (even a script) must rebuild."""
     return {"inputs": "\n".join(plugin.relpath(p) for p in plugin.inputs), "scripts": "\n".join(plugin.scripts)}
 
 
 def _analysis_config(s, plugin: Plugin) -> dict[str, str]:
-    return {"provider": s.provider, "model": model_id(s), **_input_names(plugin),
+    return {"provider": s.provider, "model": phases.model_id(s), **_input_names(plugin),
             **s.fingerprint("input_file_budget", "input_total_budget")}
 
 
 def _skill_config(s, plugin: Plugin) -> dict[str, str]:
     low, high = s.gate_bounds(s.provider)
-    return {"provider": s.provider, "model": model_id(s), "bounds": f"{low}-{high}", **_input_names(plugin),
+    return {"provider": s.provider, "model": phases.model_id(s), "bounds": f"{low}-{high}", **_input_names(plugin),
             **s.fingerprint("skill_path", "max_body_lines", "input_file_budget", "input_total_budget")}
 
 
@@ -182,8 +174,6 @@ def _skill_task(s, plugin: Plugin) -> dict | None:
     if plugin.state != "ok":
         return None  # untracked and build_untracked is off: listed by `doit status`, never built
     if status.is_kept(plugin, s.keep_min_bytes):
-        from rules.fingerprints import file_xxh3
-
         return {"name": plugin.key, "doc": f"kept: hand-written {plugin.relpath(plugin.target)}",
                 "actions": [(phases.keep, [s, plugin, rid])],
                 "uptodate": [config_changed({"kept": file_xxh3(plugin.target)})]}
@@ -200,22 +190,9 @@ def _skill_task(s, plugin: Plugin) -> dict | None:
     }
 
 
-def _print_status() -> None:
-    s, market = settings(), marketplace()
-
-    def expected(plugin: Plugin) -> dict[str, str]:
-        return phases.provenance_fields(s, plugin, s.provider, model_id(s))
-
-    rows = status.rows(s, market, expected)
-    outcomes = phases.open_audit(s).last_outcomes() if phases.audit_path(s).exists() else {}
-    print(f"marketplace: {market.name} ({s.marketplace}); provider: {s.provider}")
-    print(status.format_table(rows, outcomes))
-    sys.stdout.flush()
-
-
 def task_status():
     """Show every plugin: fresh, stale, kept (hand-written), skipped (external/untracked) or failed."""
-    return {"actions": [_print_status], "uptodate": [False], "verbosity": 2}
+    return {"actions": [(actions.print_status, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
 
 
 def task_backup():
@@ -262,18 +239,10 @@ def task_restore():
     return {"actions": [(phases.restore, [s, plugin, run_id(), arg("at")])], "uptodate": [False], "verbosity": 2}
 
 
-def _write_report() -> None:
-    s = settings()
-    sizes = {p.name: p.target.stat().st_size for p in marketplace().plugins if p.target and p.target.is_file()}
-    out = report.write_html(phases.open_audit(s), s.build_dir / "report.html", s.rpd or 1500, skill_sizes=sizes)
-    latest = report.copy_latest(out, s.build_root / "report.html")  # the latest report, whichever marketplace
-    print(f"report written to {out} (latest report: {latest})", flush=True)
-
-
 def task_report():
     """Write build/<marketplace>/report.html and copy it to build/report.html: success rate, runs, times,
     sizes, calls against the quota."""
-    return {"actions": [_write_report], "uptodate": [False], "verbosity": 2}
+    return {"actions": [(actions.write_report, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
 
 
 def task_check():
@@ -281,44 +250,11 @@ def task_check():
     return {"actions": [(actions.check, [settings()])], "uptodate": [False], "verbosity": 2}
 
 
-def _print_plan():
-    """`doit plan`: computed from files and recorded data only; a bad setting fails with its name."""
-    from doit.exceptions import TaskFailed
-
-    from rules import planning
-    from rules.providers import ProviderError
-
-    s, market = settings(), marketplace()
-
-    def expected(plugin: Plugin) -> dict[str, str]:
-        return phases.provenance_fields(s, plugin, s.provider, model_id(s))
-
-    try:
-        throttle = planning.throttle_for(s) if s.provider != "offline" else None
-        plan = planning.make_plan(s, market, expected, model_id(s), throttle)
-    except (ValueError, RuntimeError, ProviderError, FileNotFoundError) as exc:
-        return TaskFailed(f"plan: {exc}")
-    print(planning.format_plan(plan), flush=True)
-
-
 def task_plan():
     """Dry run: stale plugins and why, API calls (cache hits excluded), tokens, cost, quota left, ETA."""
-    return {"actions": [_print_plan], "uptodate": [False], "verbosity": 2}
-
-
-def _print_quota():
-    from doit.exceptions import TaskFailed
-
-    from rules import planning
-
-    s = settings()
-    try:
-        text = planning.format_quota(s, planning.throttle_for(s))
-    except (ValueError, RuntimeError) as exc:
-        return TaskFailed(f"quota: {exc}")
-    print(text, flush=True)
+    return {"actions": [(actions.print_plan, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
 
 
 def task_quota():
     """Today's API calls and tokens, budget left, 429s, the current pace and a recommendation."""
-    return {"actions": [_print_quota], "uptodate": [False], "verbosity": 2}
+    return {"actions": [(actions.print_quota, [settings()])], "uptodate": [False], "verbosity": 2}
