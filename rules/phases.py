@@ -68,8 +68,16 @@ def secrets(settings) -> list[str]:
     return [v for v in (settings.vertex_token, os.environ.get(settings.turso_token_env)) if v]
 
 
+_AUDITS: dict[tuple, AuditDB] = {}
+
+
 def open_audit(settings) -> AuditDB:
-    return AuditDB(audit_path(settings), secrets=secrets(settings))
+    """One AuditDB per process and DB (it reopens its connection itself after a fork): every row of a run
+    goes through it, so a connection, its pragmas and the migration check are paid once, not per row."""
+    key = (str(audit_path(settings)), tuple(secrets(settings)))
+    if key not in _AUDITS:
+        _AUDITS[key] = AuditDB(audit_path(settings), secrets=secrets(settings))
+    return _AUDITS[key]
 
 
 def source_hash(plugin: Plugin) -> str:
