@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from rules.discovery import inside, looks_like_credentials
 from rules.fingerprints import sha256_file  # noqa: F401  (also re-exported)
 
 CATALOG = PurePosixPath(".claude-plugin/marketplace.json")
@@ -39,9 +40,6 @@ TMP_PREFIX = ".tmp-"
 # Editor droppings, interrupted atomic writes and rebuildable caches never belong in a backup.
 SKIP_NAMES = (".git", "__pycache__", ".mypy_cache", "node_modules", ".venv", "venv", ".DS_Store",
               "*.tmp", "*.temp", "*~", ".#*", "*.swp", "*.swo", "*.pyc")
-# Secret-looking files stay on this machine: the archive goes to an off-site database. Only their paths are
-# recorded (backup-info.json), so a restore can say what to put back by hand.
-SECRET_NAMES = (".env", ".env.*", "*.pem", "*.key", "id_rsa*", "credentials*.json")
 _READ = 1 << 20
 
 
@@ -124,16 +122,9 @@ def _skipped(name: str) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in SKIP_NAMES)
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root)
-        return True
-    except (ValueError, OSError):
-        return False
-
-
-def is_secret(name: str) -> bool:
-    return any(fnmatch.fnmatch(name.lower(), pattern) for pattern in SECRET_NAMES)
+# Secret-looking files (discovery's credentials patterns) stay on this machine: the archive goes to an
+# off-site database. Only their paths are recorded (backup-info.json), so a restore can say what to put back.
+is_secret = looks_like_credentials
 
 
 def _walk(folder: Path, root: Path) -> Iterable[Path]:
@@ -145,7 +136,7 @@ def _walk(folder: Path, root: Path) -> Iterable[Path]:
             path = Path(dirpath, name)
             if _skipped(name):
                 continue
-            if path.is_symlink() and not (_inside(path, root) and path.resolve().is_file()):
+            if path.is_symlink() and not (inside(path, root) and path.resolve().is_file()):
                 continue  # dangling, or leaving the marketplace
             yield path
 
@@ -153,7 +144,7 @@ def _walk(folder: Path, root: Path) -> Iterable[Path]:
 def _plugin_dir(root: Path, rel: str | os.PathLike) -> Path:
     rel_path = PurePosixPath(str(rel).replace(os.sep, "/"))
     folder = root / rel_path
-    if rel_path.is_absolute() or ".." in rel_path.parts or not _inside(folder, root):
+    if rel_path.is_absolute() or ".." in rel_path.parts or not inside(folder, root):
         raise ArchiveError(f"plugin path {rel!s} is not inside the marketplace {root}: "
                            "fix the plugin's `source` in .claude-plugin/marketplace.json")
     if not folder.is_dir():

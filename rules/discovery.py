@@ -104,11 +104,16 @@ def load_catalog(root: Path) -> dict[str, Any]:
     return catalog
 
 
-def is_secret(name: str) -> bool:
+def looks_like_credentials(name: str) -> bool:
+    """Key, certificate and environment files: never read, never sent off-site."""
     low = name.lower()
-    if any(fnmatch.fnmatch(low, pattern) for pattern in SECRET_PATTERNS):
-        return True
-    return fnmatch.fnmatch(low, SECRET_WORD) and not low.endswith(".md")
+    return any(fnmatch.fnmatch(low, pattern) for pattern in SECRET_PATTERNS)
+
+
+def is_secret(name: str) -> bool:
+    """Never read into a prompt: credentials files, and `*secret*` names that are not Markdown."""
+    low = name.lower()
+    return looks_like_credentials(low) or (fnmatch.fnmatch(low, SECRET_WORD) and not low.endswith(".md"))
 
 
 def find_manifest(folder: Path) -> Path | None:
@@ -118,7 +123,7 @@ def find_manifest(folder: Path) -> Path | None:
     return None
 
 
-def _inside(path: Path, root: Path) -> bool:
+def inside(path: Path, root: Path) -> bool:
     """Whether `path`, with every symlink resolved, lies in `root` (resolved too)."""
     real, base = os.path.realpath(path), _real(str(root))
     return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
@@ -136,7 +141,7 @@ def _source_folder(root: Path, entry: dict[str, Any], plugin_root: str | None) -
     if plugin_root:
         candidates.append(root / plugin_root / source)
     for folder in candidates:
-        if not _inside(folder, root):
+        if not inside(folder, root):
             raise ValueError(f"catalog entry '{entry.get('name')}': source {source!r} resolves outside the "
                              f"marketplace root {root}; sources must be folders inside it")
     for folder in candidates:
@@ -295,7 +300,7 @@ def _walk_files(plugin: Plugin) -> list[Path]:
         for d in sorted(dirnames):
             if d in SKIP_DIRS:
                 continue
-            if (folder / d).is_symlink() and not _inside(folder / d, plugin.path):
+            if (folder / d).is_symlink() and not inside(folder / d, plugin.path):
                 plugin.excluded.append((plugin.relpath(folder / d), "symlink leaving the plugin folder"))
                 continue
             kept.append(d)
@@ -308,7 +313,7 @@ def _exclusion(plugin: Plugin, path: Path, rel: str, file_max_bytes: int) -> str
     assert plugin.path is not None
     if is_secret(path.name):
         return "secret-looking file: never read"
-    if path.is_symlink() and not _inside(path, plugin.path):
+    if path.is_symlink() and not inside(path, plugin.path):
         return "symlink leaving the plugin folder"
     if not path.is_file():
         return "not a regular file"
