@@ -34,6 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from rules import fakevertex  # noqa: E402
+
 CORPUS = ROOT.parent / "shared" / "corpus" / "claude-code-plugins"
 SCALE = 60.0  # simulated seconds per real second
 RPM, RPD = 15, 1500
@@ -90,15 +92,8 @@ class Outcome:
 
 def start_server(log: Path) -> tuple[subprocess.Popen, str]:
     low, high = (x / SCALE for x in LATENCY)
-    cmd = [sys.executable, "-m", "rules.fakevertex", "--port", "0", "--rpm", str(RPM), "--rpd", str(RPD),
-           "--time-scale", str(SCALE), "--latency", f"{low:.4f}-{high:.4f}", "--seed", "1"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    line = proc.stdout.readline() if proc.stdout else ""
-    if "listening on " not in line:
-        proc.kill()
-        raise RuntimeError(f"fake Vertex server did not start: {line!r}; see {log}")
-    return proc, line.rsplit("listening on ", 1)[1].strip()
+    return fakevertex.spawn("--rpm", str(RPM), "--rpd", str(RPD), "--time-scale", str(SCALE),
+                            "--latency", f"{low:.4f}-{high:.4f}", "--seed", "1", stderr=log.open("w"))
 
 
 def stats(url: str) -> dict:

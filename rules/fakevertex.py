@@ -39,9 +39,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -49,6 +51,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 PLUGIN_TAG = "skillbuild-plugin"
@@ -437,6 +440,9 @@ class Config:
     seed: int | None = None
 
 
+LISTENING = "listening on "  # the CLI's first line, which `spawn` reads the port from
+
+
 class _QuietServer(ThreadingHTTPServer):
     """A client killed mid-request (chaos tests do it on purpose) is not an error worth a traceback."""
 
@@ -741,6 +747,24 @@ def _interrupt(*_: Any) -> None:
     raise KeyboardInterrupt
 
 
+def spawn(*args: str, stderr=None) -> tuple[subprocess.Popen, str]:
+    """`python -m rules.fakevertex --port 0 ARGS` as a subprocess (tests, benchmarks): (process, base url).
+
+    The first stdout line announces the port; if the process dies instead, readline returns "" and the
+    error carries what it printed (stderr goes to `stderr`, a file, when given).
+    """
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "rules.fakevertex", "--port", "0", *args], cwd=root,
+                            stdout=subprocess.PIPE, stderr=stderr or subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    line = proc.stdout.readline() if proc.stdout else ""
+    if LISTENING not in line:
+        proc.kill()
+        said = proc.stderr.read() if proc.stderr else f"see {getattr(stderr, 'name', 'its stderr')}"
+        raise RuntimeError(f"fakevertex did not start: {line!r} {said}")
+    return proc, line.rsplit(LISTENING, 1)[1].strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rules.fakevertex", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
@@ -769,7 +793,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     server.start()
     signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly under a process manager too
-    print(f"fakevertex listening on {server.url}", flush=True)
+    print(f"fakevertex {LISTENING}{server.url}", flush=True)
     try:
         while True:
             time.sleep(3600)

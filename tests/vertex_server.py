@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from rules.fakevertex import FakeVertex  # noqa: E402
+from rules.fakevertex import FakeVertex, spawn  # noqa: E402
 from rules.providers.base import InputFile, PluginContext  # noqa: E402
 
 TOKEN = "test-token-5f2c9a"  # a recognisable value: tests assert it never leaks into error texts
@@ -91,15 +91,5 @@ def get_json(url: str, timeout: float = 5.0) -> dict:
 
 
 def start_cli(*args: str) -> tuple[subprocess.Popen, str]:
-    """`python -m rules.fakevertex --port 0 ARGS` as a subprocess; returns (process, base url).
-
-    The first stdout line announces the port; if the process dies instead, readline returns "" and we fail.
-    """
-    proc = subprocess.Popen([sys.executable, "-m", "rules.fakevertex", "--port", "0", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    line = proc.stdout.readline() if proc.stdout else ""
-    if "listening on " not in line:
-        proc.kill()
-        raise RuntimeError(f"fakevertex did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
-    return proc, line.rsplit("listening on ", 1)[1].strip()
+    """`python -m rules.fakevertex --port 0 ARGS` as a subprocess; returns (process, base url)."""
+    return spawn(*args)
