@@ -71,28 +71,25 @@ def _named(files: list[InputFile], prefix: str) -> list[dict[str, str]]:
     return named
 
 
-def _hook_events(plugin: PluginContext) -> list[str]:
+def _json_keys(plugin: PluginContext, rel: str, field: str) -> list[str]:
+    """Sorted keys of `field` in one of the plugin's JSON files (or of its top level); [] when absent or bad."""
     for f in plugin.files:
-        if f.rel == "hooks/hooks.json":
+        if f.rel == rel:
             try:
                 data = json.loads(f.text)
             except json.JSONDecodeError:
                 return []
-            hooks = data.get("hooks", data) if isinstance(data, dict) else {}
-            return sorted(k for k in hooks if isinstance(k, str)) if isinstance(hooks, dict) else []
+            found = data.get(field, data) if isinstance(data, dict) else {}
+            return sorted(k for k in found if isinstance(k, str)) if isinstance(found, dict) else []
     return []
+
+
+def _hook_events(plugin: PluginContext) -> list[str]:
+    return _json_keys(plugin, "hooks/hooks.json", "hooks")
 
 
 def _mcp_servers(plugin: PluginContext) -> list[str]:
-    for f in plugin.files:
-        if f.rel == ".mcp.json":
-            try:
-                data = json.loads(f.text)
-            except json.JSONDecodeError:
-                return []
-            servers = data.get("mcpServers", data) if isinstance(data, dict) else {}
-            return sorted(servers) if isinstance(servers, dict) else []
-    return []
+    return _json_keys(plugin, ".mcp.json", "mcpServers")
 
 
 def _readme(plugin: PluginContext) -> str:
