@@ -7,7 +7,12 @@
 
 Settings: [tool.skillbuild] in pyproject.toml, SKILLBUILD_<KEY> variables, or `doit key=value`.
 """
-from rules.tasks import *  # noqa: F401,F403  (the task creators)
-from rules.tasks import doit_config
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "rules"))  # the checkout's own package first
+
+from skillbuild.tasks import *  # noqa: F401,F403,E402  (the task creators)
+from skillbuild.tasks import doit_config  # noqa: E402
 
 DOIT_CONFIG = doit_config()

@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "rules")]
 
-from rules import __version__, archive, offsite  # noqa: E402
-from rules.discovery import discover  # noqa: E402
-from sqld_server import SqldServer, find_sqld  # noqa: E402
+from skillbuild import __version__  # noqa: E402
+from skillbuild.safety import archive, offsite  # noqa: E402
+from skillbuild.discovery import discover  # noqa: E402
+from skillbuild.testing.sqld import SqldServer, find_sqld  # noqa: E402
 
 
 def copy_corpus(src: Path, dest: Path) -> None:

@@ -41,13 +41,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+    sys.path[:0] = [str(ROOT), str(ROOT / "rules")]
 
-from rules import discovery, phases, skillmd, writing  # noqa: E402
-from rules.config import load_settings  # noqa: E402
-from rules.fakevertex import FakeVertex  # noqa: E402
-from rules.providers import vertex  # noqa: E402
-from rules.response_cache import ResponseCache  # noqa: E402
+from skillbuild import discovery, build  # noqa: E402
+from skillbuild.skill import skillmd  # noqa: E402
+from skillbuild.store import writing  # noqa: E402
+from skillbuild.config import load_settings  # noqa: E402
+from skillbuild.testing.fakevertex import FakeVertex  # noqa: E402
+from skillbuild.providers import vertex  # noqa: E402
+from skillbuild.calls.response_cache import ResponseCache  # noqa: E402
 
 # The shared corpus sits beside the checkout (../shared/corpus/...); pass another path as an argument.
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "claude-code-plugins"
@@ -141,7 +143,7 @@ def partial_files(settings, originals: dict[Path, bytes | None]) -> list[str]:
             bad.append(f"{path}: removed")
             continue
         text = now.decode("utf-8", errors="replace")
-        reasons = phases.gate(settings, plugin, "vertex", text)
+        reasons = build.gate(settings, plugin, "vertex", text)
         made_by = (skillmd.provenance(text) or {}).get("generator")
         if reasons or made_by != "skillbuild-vertex":
             bad.append(f"{path}: {'; '.join(reasons) or f'no provenance (generator {made_by!r})'}")
@@ -171,11 +173,11 @@ def expected_calls(settings) -> list[Call]:
     builds them (generation needs the stored analysis, so call this after the final run)."""
     provider = vertex.build(settings)
     calls = []
-    prompts = {p: phases.read_prompt(settings, p) for p in ("analysis", "generation")}
+    prompts = {p: build.read_prompt(settings, p) for p in ("analysis", "generation")}
     analyse_config = provider._config(vertex.ANALYSIS_MAX_TOKENS, json_mode=True)
     generate_config = provider._config(vertex.GENERATION_MAX_TOKENS, json_mode=False)
     for plugin in targets(settings).values():
-        from rules import status
+        from skillbuild.ui import status
 
         if status.is_kept(plugin, settings.keep_min_bytes):
             continue
@@ -183,7 +185,7 @@ def expected_calls(settings) -> list[Call]:
         message = vertex.analysis_message(ctx)
         calls.append(Call(plugin, "analyse", provider._cache_key(prompts["analysis"], message, analyse_config),
                           digest(message)))
-        stored = phases.analysis_path(settings, plugin)
+        stored = build.analysis_path(settings, plugin)
         if stored.exists():
             message = vertex.generation_message(ctx, json.loads(stored.read_text(encoding="utf-8")), None)
             calls.append(Call(plugin, "generate",
@@ -218,7 +220,7 @@ def ledger(settings, server_stats: dict) -> Ledger:
     for req in server_stats["requests"]:
         if req["status"] == 200:
             answered.setdefault(req["digest"], []).append(req["time"])
-    rows = _success_rows(phases.audit_path(settings))
+    rows = _success_rows(build.audit_path(settings))
     out = Ledger(requests_total=server_stats["requests_total"], distinct_keys=len({c.key for c in calls}))
     known = {c.digest for c in calls}
     out.unexpected_requests = sum(len(t) for d, t in answered.items() if d not in known)
@@ -268,7 +270,7 @@ def determinism(settings, count: int = 3) -> tuple[int, list[str]]:
     """Send the same analysis and generation requests twice (no cache) and compare the answers."""
     provider = vertex.build(settings)
     provider.cache = None
-    prompts = {p: phases.read_prompt(settings, p) for p in ("analysis", "generation")}
+    prompts = {p: build.read_prompt(settings, p) for p in ("analysis", "generation")}
     checked, differ = 0, []
     for plugin in list(targets(settings).values())[:count]:
         ctx = discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget)
@@ -382,7 +384,7 @@ def chaos(source: Path, work: Path, kills: int, *, seed: int = 7, latency: str =
         stats["requests_total"] = before
         stats["requests"] = stats["requests"][:before]
         report.ledger = ledger(settings, stats)
-        report.open_runs = _open_runs(phases.audit_path(settings))
+        report.open_runs = _open_runs(build.audit_path(settings))
     say("uninterrupted reference run on a fresh copy and a fresh server ...")
     with FakeVertex(latency=latency, seed=seed + 1) as server:
         ref.url = server.url
@@ -435,7 +437,7 @@ def _wait_for_first_event(proc: subprocess.Popen, out_path: Path, timeout: float
 def _after_kill(report: Report, settings, originals: dict[Path, bytes | None]) -> None:
     report.partial += partial_files(settings, originals)
     report.temps_after_kills += len(writing.leftover_temps(settings.marketplace))
-    state = integrity(phases.audit_path(settings))
+    state = integrity(build.audit_path(settings))
     if state != "ok":
         report.integrity_failures.append(state)
 

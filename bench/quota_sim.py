@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from rules import fakevertex  # noqa: E402
+sys.path[:0] = [str(ROOT), str(ROOT / "rules")]
+from skillbuild.testing import fakevertex  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "claude-code-plugins"
 SCALE = 60.0  # simulated seconds per real second
@@ -103,9 +103,9 @@ def stats(url: str) -> dict:
 
 def buildable_keys(market: Path) -> list[str]:
     """Keys of the plugins a default `doit` builds (those with calls to make), in discovery order."""
-    from rules.config import load_settings
-    from rules.discovery import discover
-    from rules.status import is_kept
+    from skillbuild.config import load_settings
+    from skillbuild.discovery import discover
+    from skillbuild.ui.status import is_kept
 
     s = load_settings(env={"SKILLBUILD_MARKETPLACE": str(market)})
     market_ = discover(s.marketplace, s.skill_path, s.file_max_bytes, s.build_untracked)

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "rules")]
 
-from rules.audit import AuditDB, new_run_id  # noqa: E402
-from rules.report import write_html  # noqa: E402
+from skillbuild.store.audit import AuditDB, new_run_id  # noqa: E402
+from skillbuild.ui.report import write_html  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 

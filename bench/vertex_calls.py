@@ -24,10 +24,10 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "rules")]
 
-from rules.fakevertex import FakeVertex  # noqa: E402
-from rules.response_cache import ResponseCache  # noqa: E402
+from skillbuild.testing.fakevertex import FakeVertex  # noqa: E402
+from skillbuild.calls.response_cache import ResponseCache  # noqa: E402
 
 DOIT = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "-d", str(ROOT)]
 SUMMARY = re.compile(r"built (\d+), kept (\d+), skipped (\d+), failed (\d+), fresh (\d+)")
@@ -40,7 +40,7 @@ class Workspace:
     def __init__(self, source: Path, folder: Path, server: FakeVertex):
         self.market, self.prompts = folder / "marketplace", folder / "prompts"
         shutil.copytree(source, self.market, symlinks=True)
-        shutil.copytree(ROOT / "rules" / "prompts", self.prompts)
+        shutil.copytree(ROOT / "rules" / "skillbuild" / "skill" / "prompts", self.prompts)
         self.cache, self.build = folder / "cache", folder / "build"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SKILLBUILD_", "GOOGLE_CLOUD_"))}
         self.env = {**env, "SKILLBUILD_MARKETPLACE": str(self.market), "SKILLBUILD_PROMPTS_DIR": str(self.prompts),

@@ -52,7 +52,7 @@ def market(tmp_path: Path) -> Path:
 @pytest.fixture
 def prompts(tmp_path: Path) -> Path:
     dest = tmp_path / "prompts"
-    shutil.copytree(ROOT / "rules" / "prompts", dest)
+    shutil.copytree(ROOT / "rules" / "skillbuild" / "skill" / "prompts", dest)
     return dest
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rules import archive
-from rules.archive import ArchiveError, archive_files, extract_verified, list_local, make_archive, verify_archive
+from skillbuild.safety import archive
+from skillbuild.safety.archive import ArchiveError, archive_files, extract_verified, list_local, make_archive, verify_archive
 
 BLOB_SIZE = 300_000
 
@@ -192,7 +192,7 @@ def test_killed_backup_is_never_listed_as_complete(market, tmp_path):
     script = (
         "import sys, os, signal, json\n"
         "from pathlib import Path\n"
-        "from rules import archive\n"
+        "from skillbuild.safety import archive\n"
         "real = archive.write_tar\n"
         "def dying(*a, **k):\n"
         "    real(*a, **k)\n"
@@ -255,7 +255,7 @@ def test_path_traversal_members_are_refused_and_nothing_is_written(tmp_path, nam
 
 
 def test_plugins_for_backup_from_real_discovery(market):
-    from rules.discovery import discover
+    from skillbuild.discovery import discover
 
     root, plugins = market
     found = archive.plugins_for_backup(discover(root))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.audit import (
+from skillbuild.store.audit import (
     MIGRATIONS, PHASES, README_QUERIES, SCHEMA_VERSION, AuditDB, AuditError, readme_queries_markdown, redact,
 )
 
@@ -141,7 +141,7 @@ def test_redact_keeps_hashes_and_counts():
 
 WRITER = """
 import sys
-from rules.audit import AuditDB
+from skillbuild.store.audit import AuditDB
 db = AuditDB(sys.argv[1])
 run = sys.argv[2]
 i = 0
@@ -180,7 +180,7 @@ def test_concurrent_worker_processes_all_land(tmp_path):
     path = tmp_path / "audit.sqlite3"
     AuditDB(path)
     script = (
-        "import sys\nfrom rules.audit import AuditDB\ndb = AuditDB(sys.argv[1])\n"
+        "import sys\nfrom skillbuild.store.audit import AuditDB\ndb = AuditDB(sys.argv[1])\n"
         "for i in range(150):\n"
         "    db.record('r', f'w{sys.argv[2]}-{i}', None, 'analyse', 'success')\n"
         "    db.record_api_calls('r', f'w{sys.argv[2]}', 'analyse', [{'status': 200}, {'status': 200}])\n"
@@ -225,7 +225,7 @@ def test_a_newer_schema_is_refused_clearly(tmp_path):
 
 
 def test_run_ids_sort_by_time():
-    from rules.audit import new_run_id
+    from skillbuild.store.audit import new_run_id
     a, b = new_run_id(1_800_000_000), new_run_id(1_800_000_001)
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{4}", a) and a < b
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from conftest import EVENT, EXAMPLES, ROOT, DoitRun
-from rules.audit import README_QUERIES, readme_queries_markdown
-from rules.fakevertex import FakeVertex
+from skillbuild.store.audit import README_QUERIES, readme_queries_markdown
+from skillbuild.testing.fakevertex import FakeVertex
 from test_audit import parse_columns
 from test_report import CHROMIUM, Figures
 from vertex_server import PROJECT, TOKEN, fake_vertex_factory  # noqa: F401  (pytest fixture)
@@ -155,7 +155,7 @@ def night(tmp_path_factory):
     base = tmp_path_factory.mktemp("night")
     market, prompts = base / "market", base / "prompts"
     shutil.copytree(EXAMPLES, market, symlinks=True)
-    shutil.copytree(ROOT / "rules" / "prompts", prompts)
+    shutil.copytree(ROOT / "rules" / "skillbuild" / "skill" / "prompts", prompts)
     # Only this token is accepted: the runs prove they sent it, the files prove they did not keep it.
     server = FakeVertex(token=TOKEN, hang_seconds=10.0, faults=["503:1,phase=analyse"]).start()
     try:
@@ -549,7 +549,7 @@ def test_status_shows_every_state(doit, market):
 
 
 def test_restores_never_push_out_the_backups_taken_before_a_change(tmp_path):
-    from rules.backup import REASON_RESTORE, backup_plugin, list_backups, prune
+    from skillbuild.safety.backup import REASON_RESTORE, backup_plugin, list_backups, prune
 
     plugin, root = tmp_path / "demo", tmp_path / "backups"
     plugin.mkdir()

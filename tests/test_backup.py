@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.backup import (
+from skillbuild.safety.backup import (
     FILES, MANIFEST, REASON_RESTORE, BackupError, backup_plugin, list_backups, prune, restore_plugin, verify_backup,
 )
 

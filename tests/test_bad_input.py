@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from rules import skillmd
-from rules.fakevertex import PLUGIN_TAG, FakeVertex, extract_block, phase_of, request_text
+from skillbuild.skill import skillmd
+from skillbuild.testing.fakevertex import PLUGIN_TAG, FakeVertex, extract_block, phase_of, request_text
 from tests.conftest import ROOT
 
 MARK = "SKB-SECRET-7f3a91c2"  # in every secret file; must appear nowhere it could leak

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from rules import skillmd
+from skillbuild.skill import skillmd
 
 BUILT = {"deploy-checker", "secret-sentry", "changelog-lint"}
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from rules import runlock, skillmd
+from skillbuild.safety import runlock
+from skillbuild.skill import skillmd
 from tests.conftest import ROOT
 from vertex_server import fake_vertex_factory  # noqa: F401  (pytest fixture)
 
@@ -178,7 +179,7 @@ def test_second_run_with_lock_wait_waits_then_finds_everything_fresh(doit_env, m
 def test_lock_is_released_by_the_kernel_when_its_holder_is_sigkilled(tmp_path):
     path = tmp_path / "run.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from rules.runlock import RunLock; "
+        [sys.executable, "-c", "import sys, time; from skillbuild.safety.runlock import RunLock; "
          "lock = RunLock(sys.argv[1]).acquire('run-1', 'doit -n 2'); print('held', flush=True); time.sleep(120)",
          str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

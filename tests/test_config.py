@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.config import ConfigError, load_settings, marketplace_id
+from skillbuild.config import ConfigError, load_settings, marketplace_id
 
 
 def write_pyproject(tmp_path: Path, body: str) -> Path:

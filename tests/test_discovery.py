@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.discovery import DiscoveryError, discover, plugin_context, skill_name
+from skillbuild.discovery import DiscoveryError, discover, plugin_context, skill_name
 from tests.conftest import EXAMPLES
 
 

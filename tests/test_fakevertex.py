@@ -18,11 +18,13 @@ from skills_ref.validator import validate_metadata
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers, whatever the import mode
 from vertex_server import (LOCATION, PROJECT, TOKEN, fake_vertex, fake_vertex_factory,  # noqa: E402, F401
                            get_json, sample_plugin, start_cli)
-from rules import fakevertex, validation
-from rules.fakevertex import Window, parse_fault, parse_latency
-from rules.providers.vertex import SCHEMA_PATH, analysis_message, generation_message
+from skillbuild.testing import fakevertex
+from skillbuild.skill import validation
+from skillbuild.testing.fakevertex import Window, parse_fault, parse_latency
+from skillbuild.skill.schema import analysis_schema
+from skillbuild.providers.vertex import analysis_message, generation_message
 
-SCHEMA = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+SCHEMA = analysis_schema()
 PLUGIN = sample_plugin()
 MODEL = "gemini-2.5-flash"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rules import skillmd
+from skillbuild.skill import skillmd
 from sqld_server import sqld, sqld_binary  # noqa: F401  (pytest fixtures)
 from tests.conftest import ROOT
 from vertex_server import fake_vertex_factory  # noqa: F401  (pytest fixture)

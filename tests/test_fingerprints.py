@@ -1,6 +1,6 @@
 import os
 
-from rules.fingerprints import XXHashChecker, file_xxh3
+from skillbuild.fingerprints import XXHashChecker, file_xxh3
 
 
 def stat_after(path, mtime):

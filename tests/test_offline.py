@@ -2,10 +2,10 @@ import shutil
 
 import pytest
 
-from rules import phases
-from rules.discovery import discover, plugin_context
-from rules.providers.offline import OfflineProvider
-from rules.validation import check_skill
+from skillbuild import build
+from skillbuild.discovery import discover, plugin_context
+from skillbuild.providers.offline import OfflineProvider
+from skillbuild.skill.validation import check_skill
 from tests.conftest import EXAMPLES
 
 
@@ -22,7 +22,7 @@ def test_offline_output_passes_schema_and_gates(market, key):
     context = plugin_context(plugin, 24_000, 120_000)
     provider = OfflineProvider()
     analysis = provider.analyse(context, "prompt").value
-    assert phases.schema_errors(analysis) == []
+    assert build.schema_errors(analysis) == []
     assert {c["name"] for c in analysis["commands"]} == set(plugin.commands)
     text = provider.generate(context, analysis, "prompt").value
     assert check_skill(text, key, min_bytes=500, max_bytes=14000, max_body_lines=500,
@@ -43,8 +43,8 @@ def test_readme_lines_naming_unknown_commands_are_dropped(market, tmp_path):
 
 
 def test_schema_rejects_bad_analysis():
-    assert phases.schema_errors({"plugin": "x"})
-    assert any("quality_before" in e for e in phases.schema_errors({
+    assert build.schema_errors({"plugin": "x"})
+    assert any("quality_before" in e for e in build.schema_errors({
         "plugin": "x", "skill_name": "x", "summary": "s", "description": "d", "commands": [], "agents": [],
         "hooks": [], "mcp_servers": [], "triggers": [], "gaps": [], "sections": [], "resources": [],
         "quality_before": 101, "quality_after_estimate": 5}))

@@ -11,9 +11,9 @@ from pathlib import Path
 import libsql
 import pytest
 
-from rules import archive, offsite
-from rules.archive import make_archive
-from rules.offsite import MAX_CHUNK_SIZE, OffsiteAuthError, OffsiteError, list_offsite, restore, upload
+from skillbuild.safety import archive, offsite
+from skillbuild.safety.archive import make_archive
+from skillbuild.safety.offsite import MAX_CHUNK_SIZE, OffsiteAuthError, OffsiteError, list_offsite, restore, upload
 from sqld_server import sqld, sqld_binary  # noqa: F401  (pytest fixtures)
 from test_archive import EXPECTED, make_marketplace, tree
 

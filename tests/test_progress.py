@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.progress import Event, emit, estimate_eta, events_from_values, format_plain, summarise
+from skillbuild.ui.progress import Event, emit, estimate_eta, events_from_values, format_plain, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -19,7 +19,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 RUN_SCRIPT = """
 import sys
-from rules.progress import Event, RunProgress
+from skillbuild.ui.progress import Event, RunProgress
 json_lines = sys.argv[2] == "json"
 with RunProgress("run1", sys.argv[1], total=3, json_lines=json_lines, pace_seconds=4.0,
                  secrets=["hunter2-secret"]) as prog:
@@ -90,7 +90,7 @@ def test_progress_bar_on_a_terminal(tmp_path):
 def test_workers_share_one_log_without_mixing_lines(tmp_path):
     script = textwrap.dedent("""
         import sys, io
-        from rules.progress import Event, emit
+        from skillbuild.ui.progress import Event, emit
         sink = io.StringIO()
         for i in range(300):
             emit(Event(f"w{sys.argv[2]}-{i}", "generate", "success", reason="x" * 300), "run1", sys.argv[1],
@@ -158,7 +158,7 @@ DODO = """
 import sys
 from doit.exceptions import TaskFailed
 from doit.tools import run_once
-from rules.progress import RunProgress, reporter_class
+from skillbuild.ui.progress import RunProgress, reporter_class
 
 LOGS = {logs!r}
 

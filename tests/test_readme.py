@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 
 from conftest import ROOT
-from rules.audit import README_QUERIES
-from rules.config import KEYS
+from skillbuild.store.audit import README_QUERIES
+from skillbuild.config import KEYS
 
 README = (ROOT / "README.md").read_text()
 
@@ -13,7 +13,7 @@ README = (ROOT / "README.md").read_text()
 def test_audit_queries_are_printed_exactly_as_tested():
     assert 'export AUDIT_DB="$(ls -t build/*/audit.sqlite3 | head -n 1)"' in README
     for title, sql in README_QUERIES:
-        assert sql.strip() in README, f"README's query for {title!r} differs from rules/audit.py README_QUERIES"
+        assert sql.strip() in README, f"README's query for {title!r} differs from skillbuild/store/audit.py README_QUERIES"
 
 
 def section(heading: str) -> str:
@@ -31,7 +31,7 @@ def test_settings_named_in_the_readme_exist():
 
 
 def test_every_documented_task_exists():
-    import rules.tasks as tasks
+    import skillbuild.tasks as tasks
 
     documented = set(re.findall(r"`doit (?:-n 1 )?([a-z_]+)[ `]", README)) - {"list", "clean", "provider",
                                                                               "marketplace", "model", "json_lines"}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rules.audit import AuditDB, Outcome
-from rules.report import format_status_table, histogram, status_rows, write_html
+from skillbuild.store.audit import AuditDB, Outcome
+from skillbuild.ui.report import format_status_table, histogram, status_rows, write_html
 
 CHROMIUM = "/usr/bin/chromium"
 R1, R2 = "20261101T000000Z-aaaa", "20261102T000000Z-bbbb"

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rules.response_cache import ResponseCache  # noqa: E402
+from skillbuild.calls.response_cache import ResponseCache  # noqa: E402
 
 BASE = dict(model="gemini-2.5-flash", prompt="analyse", inputs="plugin data", config={"temperature": 0.2})
 
@@ -66,7 +66,7 @@ def test_bad_keys_and_values_are_refused(tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[2])
-    from rules.response_cache import ResponseCache
+    from skillbuild.calls.response_cache import ResponseCache
     cache = ResponseCache(sys.argv[1])
     keys = [ResponseCache.key("m", "p", str(i), {}) for i in range(8)]
     print("ready", flush=True)

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from rules.throttle import (
+from skillbuild.calls.throttle import (
     PRESETS, Limits, QuotaExhausted, Throttle, day_bounds, eta_seconds, limits_from_settings,
     recommend, throttle_from_settings,
 )

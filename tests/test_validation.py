@@ -1,7 +1,7 @@
 import pytest
 
-from rules import skillmd
-from rules.validation import check_skill
+from skillbuild.skill import skillmd
+from skillbuild.skill.validation import check_skill
 
 BODY = "# Demo\n\nUse `/deploy` to ship, then ask @reviewer. The `checker` agent double-checks. GET /users is fine.\n"
 

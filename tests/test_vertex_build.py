@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import EVENT
-from rules import skillmd
-from rules.response_cache import ResponseCache
+from skillbuild.skill import skillmd
+from skillbuild.calls.response_cache import ResponseCache
 from vertex_server import PROJECT, TOKEN, fake_vertex_factory  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -321,7 +321,7 @@ def test_check_names_the_project_without_permission(fake_vertex_factory, doit, t
 def test_sigterm_is_never_raised_inside_threading_code():
     import threading
 
-    from rules import interrupt
+    from skillbuild.safety import interrupt
 
     seen = []
     worker = threading.Thread(target=lambda: seen.append(interrupt.safe_to_interrupt(sys._getframe())))

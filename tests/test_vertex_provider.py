@@ -14,12 +14,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers, whatever the import mode
 from vertex_server import (PROJECT, TOKEN, fake_vertex, fake_vertex_factory, make_provider,  # noqa: E402, F401
                            sample_plugin)
-from rules import validation
-from rules.config import load_settings
-from rules.providers.base import ProviderError
-from rules.providers.vertex import SCHEMA_PATH, build, generation_message, preflight, vertex_schema
+from skillbuild.skill import validation
+from skillbuild.config import load_settings
+from skillbuild.providers.base import ProviderError
+from skillbuild.skill.schema import analysis_schema
+from skillbuild.providers.vertex import build, generation_message, preflight, vertex_schema
 
-SCHEMA = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+SCHEMA = analysis_schema()
 PLUGIN = sample_plugin()
 ANALYSIS_PROMPT = "Analyse this plugin."
 GENERATION_PROMPT = "Write the SKILL.md."

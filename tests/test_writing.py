@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from rules import writing
+from skillbuild.store import writing
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rules.throttle import Limits, QuotaExhausted, Throttle  # noqa: E402
+from skillbuild.calls.throttle import Limits, QuotaExhausted, Throttle  # noqa: E402
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from rules.fakevertex import FakeVertex, spawn  # noqa: E402
-from rules.providers.base import InputFile, PluginContext  # noqa: E402
+from skillbuild.testing.fakevertex import FakeVertex, spawn  # noqa: E402
+from skillbuild.providers.base import InputFile, PluginContext  # noqa: E402
 
 TOKEN = "test-token-5f2c9a"  # a recognisable value: tests assert it never leaks into error texts
 PROJECT = "skillbuild-test"
@@ -53,7 +53,7 @@ def fake_vertex(fake_vertex_factory: Callable[..., FakeVertex]) -> FakeVertex:
 
 def make_provider(server: FakeVertex | str, cache_dir: Path | None = None, **options: Any):
     """A VertexProvider on the fake server with test-sized timeouts and backoff."""
-    from rules.providers.vertex import VertexProvider
+    from skillbuild.providers.vertex import VertexProvider
 
     url = server if isinstance(server, str) else server.url
     settings = dict(model="gemini-2.5-flash", project=PROJECT, location=LOCATION, endpoint=url, token=TOKEN,
@@ -91,5 +91,5 @@ def get_json(url: str, timeout: float = 5.0) -> dict:
 
 
 def start_cli(*args: str) -> tuple[subprocess.Popen, str]:
-    """`python -m rules.fakevertex --port 0 ARGS` as a subprocess; returns (process, base url)."""
+    """`python -m skillbuild.fakevertex --port 0 ARGS` as a subprocess; returns (process, base url)."""
     return spawn(*args)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rules.providers.base import InputFile, PluginContext
+from skillbuild.providers.base import InputFile, PluginContext
 
 CATALOG = Path(".claude-plugin") / "marketplace.json"
 SECRET_PATTERNS = (".env*", "*.pem", "*.key", "id_rsa*", "credentials*.json")

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rules.audit import STATUSES, AuditDB, Outcome
+from skillbuild.store.audit import STATUSES, AuditDB, Outcome
 
 TARGET_BYTES = (8000, 14000)  # SKILL.md size the generator aims for
 TIME_BINS = (0, 5, 10, 20, 30, 60, 120, 300)  # seconds; the last bin is open-ended

@@ -6,7 +6,7 @@ static bearer token. It answers
 with valid `GenerateContentResponse` JSON, enforces optional quotas, injects scripted faults, and counts
 what it received (`GET /_stats`, `POST /_reset`).
 
-Prompt contract (shared with rules/providers/vertex.py, which builds the requests):
+Prompt contract (shared with providers/vertex.py, which builds the requests):
 the user message carries the data as fenced JSON blocks, each opened by a line
 "```json <tag>" and closed by the next line that is exactly "```" (JSON strings never hold a raw
 newline, so the block cannot end early):
@@ -31,7 +31,7 @@ faults, input_tokens, output_tokens, requests (time, model, phase, status, fault
 bytes received, digest: the first 16 hex digits of the user text's sha256), request_times, config.
 `POST /_reset` (optional body {"faults": [...]}) zeroes the counters.
 
-CLI: python -m rules.fakevertex --port P [--latency A[-B]] [--rpm N] [--rpd N] [--time-scale S]
+CLI: python -m skillbuild.fakevertex --port P [--latency A[-B]] [--rpm N] [--rpd N] [--time-scale S]
      [--fault NAME[:RATE][,first=N][,phase=analyse|generate]]...
 """
 from __future__ import annotations
@@ -748,15 +748,16 @@ def _interrupt(*_: Any) -> None:
 
 
 def spawn(*args: str, stderr=None) -> tuple[subprocess.Popen, str]:
-    """`python -m rules.fakevertex --port 0 ARGS` as a subprocess (tests, benchmarks): (process, base url).
+    """`python -m skillbuild.fakevertex --port 0 ARGS` as a subprocess (tests, benchmarks): (process, base url).
 
     The first stdout line announces the port; if the process dies instead, readline returns "" and the
     error carries what it printed (stderr goes to `stderr`, a file, when given).
     """
-    root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen([sys.executable, "-m", "rules.fakevertex", "--port", "0", *args], cwd=root,
+    source_root = str(Path(__file__).resolve().parents[2])  # importable even without an install
+    path = os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))
+    proc = subprocess.Popen([sys.executable, "-m", "skillbuild.fakevertex", "--port", "0", *args],
                             stdout=subprocess.PIPE, stderr=stderr or subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path})
     line = proc.stdout.readline() if proc.stdout else ""
     if LISTENING not in line:
         proc.kill()
@@ -766,7 +767,7 @@ def spawn(*args: str, stderr=None) -> tuple[subprocess.Popen, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rules.fakevertex", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m skillbuild.fakevertex", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on start)")
     p.add_argument("--latency", default="0", help="seconds per request: A or A-B (uniform)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: rules/skillbuild/config.py
 
 
 class ConfigError(Exception):
@@ -89,7 +89,7 @@ KEYS: dict[str, Key] = {
     "old_skills": Key(_choice("leave"), "leave", "what happens to a SKILL.md elsewhere in the plugin"),
     "keep_min_bytes": Key(_non_negative(int), 8000,
                           "an existing SKILL.md without our provenance and at least this size is kept"),
-    "prompts_dir": Key(str, "rules/prompts", "folder holding analysis.md and generation.md"),
+    "prompts_dir": Key(_optional_str, None, "folder holding analysis.md and generation.md (default: the package's)"),
     # inputs
     "file_max_bytes": Key(_positive(int), 200_000, "files above this size are not inputs"),
     "input_file_budget": Key(_positive(int), 24_000, "bytes of one file sent to a provider"),
@@ -109,7 +109,7 @@ KEYS: dict[str, Key] = {
     "max_attempts": Key(_positive(int), 5, "HTTP attempts per call, retries included"),
     "retry_max_seconds": Key(_positive(float), 600.0, "total seconds one call may spend retrying"),
     "retry_backoff_seconds": Key(_positive(float), 1.0, "first retry wait; doubles per retry, with jitter"),
-    # the throttle (rules/throttle.py); empty means the pace preset's value
+    # the throttle (skillbuild/calls/throttle.py); empty means the pace preset's value
     "pace_preset": Key(_choice("default", "seed", "seed-initial"), "default",
                        "named pacing: default (quota-driven), seed (45-60 s per call), seed-initial (90-120 s)"),
     "rpm": Key(_optional(_positive(float)), None, "requests per minute the quota allows (15)"),
@@ -237,7 +237,10 @@ class Settings:
 
     @property
     def prompts_dir(self) -> Path:  # type: ignore[override]
-        return self._path(self.values["prompts_dir"])
+        from skillbuild.skill.schema import PROMPTS_DIR
+
+        chosen = self.values["prompts_dir"]
+        return self._path(chosen) if chosen else PROMPTS_DIR
 
     @property
     def analysis_dir(self) -> Path:

@@ -14,15 +14,16 @@ from typing import Any, Callable
 
 from doit.exceptions import TaskFailed
 
-from rules import __version__, backup, discovery, skillmd, validation, writing
-from rules.audit import AuditDB
-from rules.discovery import Plugin
-from rules.fingerprints import files_hash, text_hash
-from rules.providers import ProviderError, make_provider
-from rules.providers.base import Result, Usage
-
-SCHEMAS = Path(__file__).parent / "schemas"
-
+from skillbuild import __version__, discovery
+from skillbuild.safety import backup
+from skillbuild.skill import skillmd, validation
+from skillbuild.skill.schema import analysis_schema, schema_errors  # noqa: F401  (re-exported)
+from skillbuild.store import writing
+from skillbuild.store.audit import AuditDB
+from skillbuild.discovery import Plugin
+from skillbuild.fingerprints import files_hash, text_hash
+from skillbuild.providers import ProviderError, make_provider
+from skillbuild.providers.base import Result, Usage
 
 def prompt_path(settings, phase: str) -> Path:
     """Prompts are files; their bytes are their version."""
@@ -34,19 +35,6 @@ def prompt_path(settings, phase: str) -> Path:
 
 def read_prompt(settings, phase: str) -> str:
     return prompt_path(settings, phase).read_text(encoding="utf-8")
-
-
-@lru_cache(maxsize=None)
-def analysis_schema() -> dict:
-    return json.loads((SCHEMAS / "analysis.schema.json").read_text(encoding="utf-8"))
-
-
-def schema_errors(analysis: object) -> list[str]:
-    import jsonschema  # deferred: loading tasks must stay fast
-
-    validator = jsonschema.Draft202012Validator(analysis_schema())
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-            for e in sorted(validator.iter_errors(analysis), key=str)]
 
 
 def analysis_path(settings, plugin: Plugin) -> Path:
@@ -103,7 +91,7 @@ _THROTTLES: dict[str, Any] = {}
 
 def _throttle(settings):
     """One throttle object per worker process; its state is shared through the DB file."""
-    from rules.throttle import throttle_from_settings
+    from skillbuild.calls.throttle import throttle_from_settings
 
     key = str(settings.build_root)
     if key not in _THROTTLES:
@@ -119,7 +107,7 @@ def provider_for(settings):
 def model_id(settings) -> str:
     """The model the configured provider answers with (recorded in provenance), without loading the SDK."""
     if settings.provider == "offline":
-        from rules.providers.offline import MODEL
+        from skillbuild.providers.offline import MODEL
 
         return MODEL
     return settings.model

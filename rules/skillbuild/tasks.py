@@ -1,4 +1,4 @@
-"""doit task creators: plain dicts built from discovery; the work itself lives in rules.phases.
+"""doit task creators: plain dicts built from discovery; the work itself lives in skillbuild.build.
 
 Dependencies are computed when tasks load (no calc_dep), so `doit list --status` is exact.
 """
@@ -13,11 +13,13 @@ from doit import doit_cmd
 from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
-from rules import actions, archive, interrupt, phases, progress, runlock, status
-from rules.audit import redact
-from rules.config import ConfigError, load_settings
-from rules.discovery import DiscoveryError, Marketplace, Plugin, discover
-from rules.fingerprints import TreeUnchanged, XXHashChecker, file_xxh3
+from skillbuild import maintenance, build
+from skillbuild.safety import archive, interrupt, runlock
+from skillbuild.ui import progress, status
+from skillbuild.store.audit import redact
+from skillbuild.config import ConfigError, load_settings
+from skillbuild.discovery import DiscoveryError, Marketplace, Plugin, discover
+from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, file_xxh3
 
 __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_backup", "task_restore_offsite",
            "task_backups", "task_restore", "task_report", "task_check",
@@ -60,7 +62,7 @@ def doit_config() -> dict:
     try:
         s = settings()
         marketplace()
-        phases.prompt_path(s, "analysis"), phases.prompt_path(s, "generation")
+        build.prompt_path(s, "analysis"), build.prompt_path(s, "generation")
     except (ConfigError, DiscoveryError, FileNotFoundError) as exc:
         raise InvalidDodoFile(f"skillbuild: {exc}") from None
     s.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -82,28 +84,28 @@ def _make_progress(plugins: list[str]) -> progress.RunProgress:
     s, rid = settings(), run_id()
     logs = s.build_dir / "logs"
     if not plugins:  # status, backup, listings: no lock, no audit run, no summary
-        return progress.RunProgress(rid, logs, 0, json_lines=s.json_lines, secrets=phases.secrets(s))
+        return progress.RunProgress(rid, logs, 0, json_lines=s.json_lines, secrets=build.secrets(s))
     _take_run_lock(s, rid)
     if s.provider != "offline":
-        from rules.providers import vertex
+        from skillbuild.providers import vertex
 
         vertex.preload()  # here, before doit forks its workers: each would import the SDK again
-    phases.open_audit(s).start_run(sys.argv[1:], run_id=rid, secrets=phases.secrets(s))
+    build.open_audit(s).start_run(sys.argv[1:], run_id=rid, secrets=build.secrets(s))
 
     def on_finish(summary: progress.Summary) -> None:
-        phases.open_audit(s).end_run(rid, summary.counts(), summary.exit_code)
+        build.open_audit(s).end_run(rid, summary.counts(), summary.exit_code)
         runlock.release(s.cache_dir / runlock.LOCK_NAME)
 
     def usage_of(plugin: str) -> dict[str, int]:
-        return phases.open_audit(s).run_usage(rid, plugin)
+        return build.open_audit(s).run_usage(rid, plugin)
 
-    return progress.RunProgress(rid, logs, len(plugins), json_lines=s.json_lines, secrets=phases.secrets(s),
+    return progress.RunProgress(rid, logs, len(plugins), json_lines=s.json_lines, secrets=build.secrets(s),
                                 on_finish=on_finish, usage_of=usage_of)
 
 
 def _take_run_lock(s, rid: str) -> None:
-    """One build per marketplace at a time (exit 75 or wait: rules/runlock.py); then clear a killed run's temps."""
-    command = redact(" ".join(sys.argv[1:]), phases.secrets(s))
+    """One build per marketplace at a time (exit 75 or wait: safety/runlock.py); then clear a killed run's temps."""
+    command = redact(" ".join(sys.argv[1:]), build.secrets(s))
     runlock.acquire_or_exit(s.cache_dir / runlock.LOCK_NAME, rid, command.split(), s.lock_wait)
     swept = runlock.sweep_leftovers(s.marketplace, s.cache_dir)
     if swept:
@@ -124,13 +126,13 @@ def _input_names(plugin: Plugin) -> dict[str, str]:
 
 
 def _analysis_config(s, plugin: Plugin) -> dict[str, str]:
-    return {"provider": s.provider, "model": phases.model_id(s), **_input_names(plugin),
+    return {"provider": s.provider, "model": build.model_id(s), **_input_names(plugin),
             **s.fingerprint("input_file_budget", "input_total_budget")}
 
 
 def _skill_config(s, plugin: Plugin) -> dict[str, str]:
     low, high = s.gate_bounds(s.provider)
-    return {"provider": s.provider, "model": phases.model_id(s), "bounds": f"{low}-{high}", **_input_names(plugin),
+    return {"provider": s.provider, "model": build.model_id(s), "bounds": f"{low}-{high}", **_input_names(plugin),
             **s.fingerprint("skill_path", "max_body_lines", "input_file_budget", "input_total_budget")}
 
 
@@ -146,9 +148,9 @@ def task_analyse():
         yield {
             "name": plugin.key,
             "doc": f"analyse {plugin.rel}",
-            "actions": [(phases.analyse, [s, plugin, run_id()])],
-            "file_dep": [str(p) for p in plugin.inputs] + [str(phases.prompt_path(s, "analysis"))],
-            "targets": [str(phases.analysis_path(s, plugin))],
+            "actions": [(build.analyse, [s, plugin, run_id()])],
+            "file_dep": [str(p) for p in plugin.inputs] + [str(build.prompt_path(s, "analysis"))],
+            "targets": [str(build.analysis_path(s, plugin))],
             "uptodate": [config_changed(_analysis_config(s, plugin))],
             "clean": True,
         }
@@ -167,32 +169,32 @@ def task_skill():
 def _skill_task(s, plugin: Plugin) -> dict | None:
     rid = run_id()
     if plugin.state == "error":
-        return {"name": plugin.key, "doc": f"FAILED: {plugin.reason}", "actions": [(phases.fail, [s, plugin, rid])]}
+        return {"name": plugin.key, "doc": f"FAILED: {plugin.reason}", "actions": [(build.fail, [s, plugin, rid])]}
     if plugin.state == "external":
-        return {"name": plugin.key, "doc": f"skipped: {plugin.reason}", "actions": [(phases.skip, [s, plugin, rid])],
+        return {"name": plugin.key, "doc": f"skipped: {plugin.reason}", "actions": [(build.skip, [s, plugin, rid])],
                 "uptodate": [config_changed({"skipped": plugin.reason})]}
     if plugin.state != "ok":
         return None  # untracked and build_untracked is off: listed by `doit status`, never built
     if status.is_kept(plugin, s.keep_min_bytes):
         return {"name": plugin.key, "doc": f"kept: hand-written {plugin.relpath(plugin.target)}",
-                "actions": [(phases.keep, [s, plugin, rid])],
+                "actions": [(build.keep, [s, plugin, rid])],
                 "uptodate": [config_changed({"kept": file_xxh3(plugin.target)})]}
     return {
         "name": plugin.key,
         "doc": f"write {plugin.rel}/{plugin.relpath(plugin.target)}",
-        "actions": [(phases.build_skill, [s, plugin, rid])],
-        "file_dep": [str(phases.analysis_path(s, plugin)), str(phases.prompt_path(s, "generation"))]
+        "actions": [(build.build_skill, [s, plugin, rid])],
+        "file_dep": [str(build.analysis_path(s, plugin)), str(build.prompt_path(s, "generation"))]
         + [str(p) for p in plugin.inputs],
         "targets": [str(plugin.target)],
         "uptodate": [config_changed(_skill_config(s, plugin))],
         # `doit clean` removes rejected candidates only: never the SKILL.md, backups or the audit DB.
-        "clean": [(phases.clean_rejected, [s, plugin])],
+        "clean": [(build.clean_rejected, [s, plugin])],
     }
 
 
 def task_status():
     """Show every plugin: fresh, stale, kept (hand-written), skipped (external/untracked) or failed."""
-    return {"actions": [(actions.print_status, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
+    return {"actions": [(maintenance.print_status, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
 
 
 def task_backup():
@@ -202,9 +204,9 @@ def task_backup():
     def files():
         return archive.archive_files(s.marketplace, [p["path"] for p in archive.plugins_for_backup(market)])
 
-    url, token = actions.turso(s)
+    url, token = maintenance.turso(s)
     return {
-        "actions": [(actions.backup, [s, market, run_id()])],
+        "actions": [(maintenance.backup, [s, market, run_id()])],
         # Not file_dep: listing the SKILL.md targets would make doit build them before backing up.
         "uptodate": [TreeUnchanged(files), config_changed({"offsite": str(bool(url and token))})],
         "verbosity": 2,
@@ -215,7 +217,7 @@ def task_restore_offsite():
     """Restore the marketplace from Turso into a new folder: [backup=ID] [dest=DIR] [live=1 to overwrite]."""
     s, market = settings(), marketplace()
     return {
-        "actions": [(actions.restore_offsite, [s, market.name, arg("backup"), arg("dest"), flag("live")])],
+        "actions": [(maintenance.restore_offsite, [s, market.name, arg("backup"), arg("dest"), flag("live")])],
         "uptodate": [False],
         "verbosity": 2,
     }
@@ -223,7 +225,7 @@ def task_restore_offsite():
 
 def task_backups():
     """List local and off-site backups with their state; verify=1 re-checks every hash."""
-    return {"actions": [(actions.list_backups, [settings(), flag("verify")])], "uptodate": [False], "verbosity": 2}
+    return {"actions": [(maintenance.list_backups, [settings(), flag("verify")])], "uptodate": [False], "verbosity": 2}
 
 
 def task_restore():
@@ -234,27 +236,27 @@ def task_restore():
     if not found:
         reason = (f"restore needs plugin=NAME naming a plugin of {s.marketplace}" if wanted is None
                   else f"no plugin named {wanted!r} in {s.marketplace}; `doit status` lists them")
-        return {"actions": [(phases.fail_plain, [reason])], "uptodate": [False], "verbosity": 2}
+        return {"actions": [(build.fail_plain, [reason])], "uptodate": [False], "verbosity": 2}
     plugin = found[0]
-    return {"actions": [(phases.restore, [s, plugin, run_id(), arg("at")])], "uptodate": [False], "verbosity": 2}
+    return {"actions": [(build.restore, [s, plugin, run_id(), arg("at")])], "uptodate": [False], "verbosity": 2}
 
 
 def task_report():
     """Write build/<marketplace>/report.html and copy it to build/report.html: success rate, runs, times,
     sizes, calls against the quota."""
-    return {"actions": [(actions.write_report, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
+    return {"actions": [(maintenance.write_report, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
 
 
 def task_check():
     """Preflight: with Vertex, one cheap call proves credentials, project, location and model."""
-    return {"actions": [(actions.check, [settings()])], "uptodate": [False], "verbosity": 2}
+    return {"actions": [(maintenance.check, [settings()])], "uptodate": [False], "verbosity": 2}
 
 
 def task_plan():
     """Dry run: stale plugins and why, API calls (cache hits excluded), tokens, cost, quota left, ETA."""
-    return {"actions": [(actions.print_plan, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
+    return {"actions": [(maintenance.print_plan, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
 
 
 def task_quota():
     """Today's API calls and tokens, budget left, 429s, the current pace and a recommendation."""
-    return {"actions": [(actions.print_quota, [settings()])], "uptodate": [False], "verbosity": 2}
+    return {"actions": [(maintenance.print_quota, [settings()])], "uptodate": [False], "verbosity": 2}

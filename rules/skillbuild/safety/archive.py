@@ -27,8 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-from rules.discovery import inside, looks_like_credentials
-from rules.fingerprints import sha256_file  # noqa: F401  (also re-exported)
+from skillbuild.discovery import inside, looks_like_credentials
+from skillbuild.fingerprints import sha256_file  # noqa: F401  (also re-exported)
 
 CATALOG = PurePosixPath(".claude-plugin/marketplace.json")
 MANIFEST = "manifest.json"

@@ -1,15 +1,15 @@
 """Providers behind one interface (see base.py); `make_provider` picks one from the settings."""
 from __future__ import annotations
 
-from rules.providers.base import Provider, ProviderError
+from skillbuild.providers.base import Provider, ProviderError
 
 
 def make_provider(settings, throttle=None) -> Provider:
     if settings.provider == "offline":
-        from rules.providers.offline import OfflineProvider
+        from skillbuild.providers.offline import OfflineProvider
 
         return OfflineProvider()
-    from rules.providers import vertex  # imported only when used: the SDK is slow to load
+    from skillbuild.providers import vertex  # imported only when used: the SDK is slow to load
 
     return vertex.build(settings, throttle=throttle)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rules import skillmd
+from skillbuild.skill import skillmd
 
 PLACEHOLDERS = re.compile(r"\bTODO\b|\bFIXME\b|\[Your|\[INSERT|lorem ipsum", re.IGNORECASE)
 XML_TAG = re.compile(r"</?[A-Za-z][\w:-]*(\s[^<>]*)?/?>")

@@ -2,13 +2,13 @@
 
 Credentials: Application Default Credentials, unless an endpoint override is configured
 (`vertex_endpoint` / SKILLBUILD_VERTEX_ENDPOINT): then, and only then, a static bearer token
-(`vertex_token`) is used, which is how tests and benchmarks reach rules/fakevertex.py.
+(`vertex_token`) is used, which is how tests and benchmarks reach skillbuild/testing/fakevertex.py.
 
 Every call goes: response cache -> (throttle.acquire -> one HTTP attempt -> throttle.record) x retries.
 The SDK's own retries stay off so that each attempt passes the throttle; tenacity retries 408/429/5xx,
 timeouts and connection errors with exponential backoff and jitter, bounded in attempts and seconds.
 
-Prompt contract (rules/fakevertex.py reads the same): the prompt file is the system instruction; the
+Prompt contract (skillbuild/testing/fakevertex.py reads the same): the prompt file is the system instruction; the
 user message is a short task line followed by fenced JSON blocks, each opened by "```json <tag>" and
 closed by a line "```" (single-line JSON, so it cannot close early):
   - `skillbuild-plugin`:   dataclasses.asdict(PluginContext), always;
@@ -29,18 +29,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import jsonschema
 import tenacity
 
-from rules.providers.base import PluginContext, ProviderError, Result, Usage
-from rules.response_cache import ResponseCache
+from skillbuild.providers.base import PluginContext, ProviderError, Result, Usage
+from skillbuild.calls.response_cache import ResponseCache
+from skillbuild.skill.schema import analysis_schema, best_error
 
 PLUGIN_TAG = "skillbuild-plugin"
 ANALYSIS_TAG = "skillbuild-analysis"
 FEEDBACK_TAG = "skillbuild-feedback"
 DEFAULT_MODEL = "gemini-2.5-flash"
 CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "analysis.schema.json"
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 SAFETY_REASONS = frozenset({"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY", "RECITATION"})
 ANALYSIS_MAX_TOKENS = 8192
@@ -212,8 +211,7 @@ class VertexProvider:
         self.backoff_initial, self.backoff_max, self.temperature = backoff_initial, backoff_max, temperature
         self.cache = ResponseCache(cache_dir) if cache_dir else None
         self.throttle = throttle or NoThrottle()
-        self.schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-        self._validator = jsonschema.Draft202012Validator(self.schema)
+        self.schema = analysis_schema()
         self._client = None
 
     def __repr__(self) -> str:  # never show the token
@@ -339,11 +337,7 @@ class VertexProvider:
         return (value, None) if problem is None else (None, problem)
 
     def _schema_error(self, value: Any) -> str | None:
-        error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
-        if error is None:
-            return None
-        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        return f"{where}: {error.message[:200]}"
+        return best_error(value)
 
     # -- HTTP attempts
     def _send(self, prompt: str, message: str, config: Any, usage: Usage) -> Any:
@@ -546,7 +540,7 @@ def _valid_generation(value: Any) -> bool:
 
 
 def build(settings: Any, throttle: Any = None) -> VertexProvider:
-    """A provider from the Settings object (rules.config)."""
+    """A provider from the Settings object (skillbuild.config)."""
     return VertexProvider(
         model=settings.model or DEFAULT_MODEL, project=settings.project, location=settings.location,
         endpoint=settings.vertex_endpoint, token=settings.vertex_token if settings.vertex_endpoint else None,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
-from rules import __version__, archive, offsite
+from skillbuild import __version__
+from skillbuild.safety import archive, offsite
 
 
 def archive_root(settings) -> Path:
@@ -31,7 +32,7 @@ def _names(settings) -> dict[str, str]:
 
 def _record_backup(settings, market, run_id: str, status: str, started: float, **fields) -> None:
     """One audit row per backup (phase `backup`), so a failed off-site copy is on record too."""
-    from rules.phases import open_audit
+    from skillbuild.build import open_audit
 
     open_audit(settings).record(run_id, market.name, str(settings.marketplace), "backup", status,
                                 enhancement_type="archive", processing_time_seconds=round(time.monotonic() - started, 3),
@@ -96,8 +97,8 @@ def check(settings) -> TaskFailed | None:
         print("provider: offline: no account is needed; it makes no API calls. To use Gemini on Vertex AI, set "
               "provider=vertex and GOOGLE_CLOUD_PROJECT, then run `doit check` again.", flush=True)
         return None
-    from rules.providers import ProviderError, vertex
-    from rules.throttle import QuotaExhausted, throttle_from_settings
+    from skillbuild.providers import ProviderError, vertex
+    from skillbuild.calls.throttle import QuotaExhausted, throttle_from_settings
 
     print("\n".join(_vertex_setting_lines(settings)), flush=True)
     try:
@@ -129,20 +130,22 @@ def _vertex_setting_lines(settings) -> list[str]:
 
 def print_status(settings, market) -> None:
     """`doit status`: every plugin's state from discovery and provenance, with its last audit outcome."""
-    from rules import phases, status
+    from skillbuild import build
+    from skillbuild.ui import status
 
-    rows = status.rows(settings, market, phases.expected_provenance(settings))
-    outcomes = phases.open_audit(settings).last_outcomes() if phases.audit_path(settings).exists() else {}
+    rows = status.rows(settings, market, build.expected_provenance(settings))
+    outcomes = build.open_audit(settings).last_outcomes() if build.audit_path(settings).exists() else {}
     print(f"marketplace: {market.name} ({settings.marketplace}); provider: {settings.provider}")
     print(status.format_table(rows, outcomes), flush=True)
 
 
 def write_report(settings, market) -> None:
     """`doit report`: the page for this marketplace, copied to build/report.html as the latest report."""
-    from rules import phases, report
+    from skillbuild import build
+    from skillbuild.ui import report
 
     sizes = {p.name: p.target.stat().st_size for p in market.plugins if p.target and p.target.is_file()}
-    out = report.write_html(phases.open_audit(settings), settings.build_dir / "report.html", settings.rpd or 1500,
+    out = report.write_html(build.open_audit(settings), settings.build_dir / "report.html", settings.rpd or 1500,
                             skill_sizes=sizes)
     latest = report.copy_latest(out, settings.build_root / "report.html")
     print(f"report written to {out} (latest report: {latest})", flush=True)
@@ -150,12 +153,12 @@ def write_report(settings, market) -> None:
 
 def print_plan(settings, market) -> TaskFailed | None:
     """`doit plan`: computed from files and recorded data only; a bad setting fails with its name."""
-    from rules import phases, planning
-    from rules.providers import ProviderError
+    from skillbuild import build, planning
+    from skillbuild.providers import ProviderError
 
     try:
         throttle = planning.throttle_for(settings) if settings.provider != "offline" else None
-        plan = planning.make_plan(settings, market, phases.expected_provenance(settings), phases.model_id(settings),
+        plan = planning.make_plan(settings, market, build.expected_provenance(settings), build.model_id(settings),
                                   throttle)
     except (ValueError, RuntimeError, ProviderError, FileNotFoundError) as exc:
         return TaskFailed(f"plan: {exc}")
@@ -165,7 +168,7 @@ def print_plan(settings, market) -> TaskFailed | None:
 
 def print_quota(settings) -> TaskFailed | None:
     """`doit quota`: today's calls, budget left, 429s, pace and a recommendation."""
-    from rules import planning
+    from skillbuild import planning
 
     try:
         text = planning.format_quota(settings, planning.throttle_for(settings))

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rules import discovery, phases, status
-from rules.discovery import Marketplace, Plugin
-from rules.throttle import Limits, eta_seconds, format_time, limits_from_settings, recommend
+from skillbuild import discovery, build
+from skillbuild.ui import status
+from skillbuild.discovery import Marketplace, Plugin
+from skillbuild.calls.throttle import Limits, eta_seconds, format_time, limits_from_settings, recommend
 
 # Output tokens per call before the audit DB has measured any (Gemini 2.5 Flash, thinking included).
 DEFAULT_OUTPUT_TOKENS = {"analyse": 1500, "generate": 3500}
@@ -101,7 +102,7 @@ def read_only(path: Path) -> sqlite3.Connection | None:
 def audit_averages(settings, provider: str, model: str) -> Averages:
     """Averages of successful calls recorded for this provider and model."""
     found = Averages()
-    conn = read_only(phases.audit_path(settings))
+    conn = read_only(build.audit_path(settings))
     if conn is None:
         return found
     try:
@@ -164,7 +165,7 @@ def _api_plan(provider, plugin: Plugin, reason: str, context, prompts: dict[str,
 
 def make_plan(settings, market: Marketplace, expected_for: Callable[[Plugin], dict[str, str]],
               model: str, throttle: Any = None) -> Plan:
-    """The plan for the next `doit` (stale plugins by their SKILL.md provenance, see rules/status.py)."""
+    """The plan for the next `doit` (stale plugins by their SKILL.md provenance, see ui/status.py)."""
     rows = status.rows(settings, market, expected_for)
     states: dict[str, int] = {}
     for row in rows:
@@ -177,10 +178,10 @@ def make_plan(settings, market: Marketplace, expected_for: Callable[[Plugin], di
     if settings.provider == "offline":
         plan.plugins = [PluginPlan(p.key, why, False, False) for p, why in stale]
         return plan
-    from rules.providers import make_provider
+    from skillbuild.providers import make_provider
 
     provider = make_provider(settings)  # no throttle: nothing is sent, only cache keys are computed
-    prompts = {name: phases.read_prompt(settings, name) for name in ("analysis", "generation")}
+    prompts = {name: build.read_prompt(settings, name) for name in ("analysis", "generation")}
     for plugin, why in stale:
         context = discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget)
         plan.plugins.append(_api_plan(provider, plugin, why, context, prompts, avg))
@@ -283,7 +284,7 @@ def audit_tokens_since(settings, since: float) -> tuple[int, int, int] | None:
     """(calls, input tokens, output tokens) this marketplace's audit recorded since `since` (epoch)."""
     from datetime import datetime, timezone
 
-    conn = read_only(phases.audit_path(settings))
+    conn = read_only(build.audit_path(settings))
     if conn is None:
         return None
     start = datetime.fromtimestamp(since, timezone.utc).isoformat(timespec="milliseconds")
@@ -334,7 +335,7 @@ def format_quota(settings, throttle) -> str:
 
 def throttle_for(settings):
     """The shared throttle (its state DB is created if missing: it is not part of the marketplace)."""
-    from rules.throttle import throttle_from_settings
+    from skillbuild.calls.throttle import throttle_from_settings
 
     limits_from_settings(settings)  # a bad setting fails here with its name
     return throttle_from_settings(settings)

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rules.fingerprints import sha256_file  # noqa: F401  (also re-exported)
+from skillbuild.fingerprints import sha256_file  # noqa: F401  (also re-exported)
 
 MANIFEST = "MANIFEST.sha256.json"
 FILES = "files"
 FORMAT = 1
 REASON_CHANGE = "before-change"
 REASON_RESTORE = "before-restore"
-TEMP_PREFIX = ".skillbuild-restore-"  # rules/writing.py's leftover_temps() finds ".skillbuild-*.tmp"
+TEMP_PREFIX = ".skillbuild-restore-"  # store/writing.py's leftover_temps() finds ".skillbuild-*.tmp"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
 
 

@@ -65,7 +65,7 @@ class Provider(Protocol):
     model: str  # recorded in provenance and the audit DB
 
     def analyse(self, plugin: PluginContext, prompt: str) -> Result:
-        """Phase 1: return a dict valid against rules/schemas/analysis.schema.json."""
+        """Phase 1: return a dict valid against skillbuild/skill/schemas/analysis.schema.json."""
 
     def generate(
         self, plugin: PluginContext, analysis: dict, prompt: str, feedback: list[str] | None = None

@@ -9,7 +9,7 @@ Schema changes are forward migrations in `MIGRATIONS` (plain SQL, applied in ord
 transaction); `PRAGMA user_version` holds how many have been applied. Version 1 is the seed's
 `enhancements` table, so opening a seed database upgrades it in place and keeps its rows.
 
-Vocabulary (shared with rules/progress.py and rules/report.py):
+Vocabulary (shared with ui/progress.py and ui/report.py):
   phase:  analyse | generate | repair | skip | keep | restore
   status: success | failure | skipped | kept
 
@@ -349,7 +349,7 @@ class AuditDB:
     ) -> int:
         """Store each HTTP attempt (Usage.attempts) in one transaction; returns how many.
 
-        Attempt keys read (as rules/providers/vertex.py writes them): time (ISO or epoch), status (HTTP
+        Attempt keys read (as providers/vertex.py writes them): time (ISO or epoch), status (HTTP
         status; None when no response), latency_s, input_tokens, output_tokens, retried (default: every
         attempt but the last), error (text).
         """

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
-from rules import writing
+from skillbuild.store import writing
 
 LOCK_NAME = "run.lock"
 EXIT_LOCKED = 75  # sysexits.h EX_TEMPFAIL: cron wrappers and CI can tell "busy" from "failed"
@@ -185,7 +185,7 @@ def sweep_leftovers(marketplace: Path, cache_dir: Path) -> list[Path]:
 
 
 def _live_restore_temp(path: Path) -> bool:
-    from rules.backup import TEMP_PREFIX as RESTORE_PREFIX
+    from skillbuild.safety.backup import TEMP_PREFIX as RESTORE_PREFIX
 
     if not path.name.startswith(RESTORE_PREFIX):
         return False

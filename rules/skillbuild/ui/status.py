@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rules import skillmd
-from rules.discovery import Marketplace, Plugin
+from skillbuild.skill import skillmd
+from skillbuild.discovery import Marketplace, Plugin
 
 
 @dataclass
@@ -65,7 +65,7 @@ def rows(settings, market: Marketplace, expected_for) -> list[Row]:
 
 def format_table(table: list[Row], outcomes: dict | None = None) -> str:
     """Fixed-width text: plugin, state, bytes, last outcome from the audit DB and when, then the detail."""
-    from rules.report import status_rows
+    from skillbuild.ui.report import status_rows
 
     joined = status_rows([(r.name, r.state, r.bytes) for r in table], outcomes or {})
     width = max([len(r.key) for r in table] + [6])

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from rules.audit import STATUSES, redact, utc_now
+from skillbuild.store.audit import STATUSES, redact, utc_now
 
 OUTCOMES = (*STATUSES, "fresh")
 DEFAULT_CALLS_PER_PLUGIN = 2  # analyse + generate, until the run has measured its own

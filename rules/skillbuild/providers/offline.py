@@ -10,9 +10,9 @@ import json
 import re
 from typing import Any
 
-from rules import skillmd, validation
-from rules.discovery import read_frontmatter_fields
-from rules.providers.base import InputFile, PluginContext, ProviderError, Result
+from skillbuild.skill import skillmd, validation
+from skillbuild.discovery import read_frontmatter_fields
+from skillbuild.providers.base import InputFile, PluginContext, ProviderError, Result
 
 MODEL = "extractive-v1"
 BODY_BUDGET = 12_000  # bytes of body, leaving room for frontmatter and provenance under 14,000

@@ -1,0 +1,1 @@
+"""What keeps a marketplace safe: plugin backups and restore, archives, Turso off-site copies, run lock, signals."""

@@ -1,0 +1,1 @@
+"""SKILL.md itself: parse and render, the gates, prompts and schemas."""

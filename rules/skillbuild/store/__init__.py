@@ -1,0 +1,1 @@
+"""Storage: the one atomic write, the SQLite helper and the audit DB with all of its SQL."""
