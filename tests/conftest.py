@@ -42,11 +42,31 @@ class DoitRun:
         return {parts[1]: parts[0] for parts in (line.split() for line in proc.stdout.splitlines()) if parts}
 
 
+def copy_examples(dest: Path) -> Path:
+    """A pristine copy of examples/: its tracked files only, never what a build (the README's first command) wrote
+    there. Outside a git checkout, every file is copied except SKILL.md files that carry our provenance."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--", "examples"], capture_output=True)
+    tracked = [name for name in listed.stdout.decode().split("\0") if name] if listed.returncode == 0 else []
+    if not tracked:
+        shutil.copytree(EXAMPLES, dest, symlinks=True, ignore=_generated_skills)
+        return dest
+    for name in tracked:
+        src, out = ROOT / name, dest / Path(name).relative_to("examples")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, out, follow_symlinks=False)
+    return dest
+
+
+def _generated_skills(folder: str, names: list[str]) -> list[str]:
+    from skillbuild.skill import skillmd
+
+    return [n for n in names if n == "SKILL.md"
+            and skillmd.provenance((Path(folder) / n).read_text(encoding="utf-8", errors="replace"))]
+
+
 @pytest.fixture
 def market(tmp_path: Path) -> Path:
-    dest = tmp_path / "market"
-    shutil.copytree(EXAMPLES, dest, symlinks=True)
-    return dest
+    return copy_examples(tmp_path / "market")
 
 
 @pytest.fixture

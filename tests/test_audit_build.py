@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EVENT, EXAMPLES, ROOT, DoitRun
+from conftest import EVENT, ROOT, DoitRun, copy_examples
 from skillbuild.store.audit import README_QUERIES, readme_queries_markdown
 from skillbuild.testing.fakevertex import FakeVertex
 from test_audit import parse_columns
@@ -154,7 +154,7 @@ class Night:
 def night(tmp_path_factory):
     base = tmp_path_factory.mktemp("night")
     market, prompts = base / "market", base / "prompts"
-    shutil.copytree(EXAMPLES, market, symlinks=True)
+    copy_examples(market)
     shutil.copytree(ROOT / "rules" / "skillbuild" / "skill" / "prompts", prompts)
     # Only this token is accepted: the runs prove they sent it, the files prove they did not keep it.
     server = FakeVertex(token=TOKEN, hang_seconds=10.0, faults=["503:1,phase=analyse"]).start()

@@ -190,3 +190,16 @@ def test_empty_marketplace_builds_nothing_and_says_so(doit, market):
     assert "total: no plugins found" in run.stdout
     assert doit.executed(run) == {"status"}
     assert "built 0" not in run.stdout  # no plugin run, no run summary
+
+
+def test_examples_copy_leaves_out_what_a_build_wrote(doit, market, tmp_path):
+    """The README's first command writes SKILL.md files into examples/; tests copy it without them."""
+    from conftest import _generated_skills
+
+    assert doit().returncode == 0
+    written = [p for p in market.rglob("SKILL.md") if skillmd.provenance(p.read_text(encoding="utf-8"))]
+    assert written, "the build wrote no SKILL.md to compare with"
+    copy = tmp_path / "copy"
+    shutil.copytree(market, copy, ignore=_generated_skills)
+    assert not [p for p in copy.rglob("SKILL.md") if skillmd.provenance(p.read_text(encoding="utf-8"))]
+    assert len(list(copy.rglob("SKILL.md"))) == len(list(market.rglob("SKILL.md"))) - len(written)

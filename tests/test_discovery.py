@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 
 from skillbuild.discovery import DiscoveryError, discover, plugin_context, skill_name
-from tests.conftest import EXAMPLES
+from tests.conftest import copy_examples
 
 
 @pytest.fixture
 def mk(tmp_path):
     root = tmp_path / "m"
-    shutil.copytree(EXAMPLES, root)
+    copy_examples(root)
     return root
 
 

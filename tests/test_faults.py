@@ -20,7 +20,7 @@ import pytest
 
 from skillbuild.skill import skillmd
 from sqld_server import sqld, sqld_binary  # noqa: F401  (pytest fixtures)
-from tests.conftest import ROOT
+from tests.conftest import ROOT, copy_examples
 from vertex_server import fake_vertex_factory  # noqa: F401  (pytest fixture)
 
 BUILT = {"deploy-checker": "plugins/devops/deploy-checker", "secret-sentry": "plugins/security/secret-sentry",
@@ -175,7 +175,7 @@ def fill(disk: Path) -> Path:
 
 def test_full_disk_fails_cleanly_then_a_rerun_succeeds(doit_env, small_disk, tmp_path, fake_vertex_factory):
     market = small_disk / "market"
-    shutil.copytree(ROOT / "examples", market)
+    copy_examples(market)
     stub = seed_stub(market)
     filler = fill(small_disk)
     server = fake_vertex_factory()

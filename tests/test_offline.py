@@ -6,13 +6,13 @@ from skillbuild import build
 from skillbuild.discovery import discover, plugin_context
 from skillbuild.providers.offline import OfflineProvider
 from skillbuild.skill.validation import check_skill
-from tests.conftest import EXAMPLES
+from tests.conftest import copy_examples
 
 
 @pytest.fixture(scope="module")
 def market(tmp_path_factory):
     root = tmp_path_factory.mktemp("m") / "m"
-    shutil.copytree(EXAMPLES, root)
+    copy_examples(root)
     return discover(root)
 
 
