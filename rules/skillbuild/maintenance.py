@@ -42,15 +42,24 @@ def _record_backup(settings, market, run_id: str, status: str, started: float, *
 def backup(settings, market, run_id: str) -> TaskFailed | None:
     """Local hashed archive, verified; then the off-site copy when Turso is configured."""
     started = time.monotonic()
-    try:
-        made = archive.make_archive(settings.marketplace, archive_root(settings), audit_db_path(settings),
-                                    archive.plugins_for_backup(market), __version__)
-    except archive.ArchiveError as exc:
-        _record_backup(settings, market, run_id, "failure", started, error_class="archive", error_message=str(exc))
-        return TaskFailed(f"backup failed: {exc}")
-    print("\n".join(made.lines()), flush=True)
-    done = {"backup_path": str(made.folder), "output_bytes": made.archive_size, "output_hash": made.archive_sha256[:16]}
     url, token = turso(settings)
+    plugins = archive.plugins_for_backup(market)
+    made = _resumable_archive(settings, plugins) if url and token else None
+    if made is not None:
+        print(f"resuming the off-site copy of {made.folder} (the marketplace has not changed since)", flush=True)
+    else:
+        try:
+            made = archive.make_archive(settings.marketplace, archive_root(settings), audit_db_path(settings),
+                                        plugins, __version__)
+        except archive.ArchiveError as exc:
+            _record_backup(settings, market, run_id, "failure", started, error_class="archive",
+                           error_message=str(exc))
+            return TaskFailed(f"backup failed: {exc}")
+        print("\n".join(made.lines()), flush=True)
+    # The full archive hash and the file list's digest are the local anchors an off-site restore checks.
+    _info, manifest, _inventory = archive.load_backup(made.folder)
+    done = {"backup_path": str(made.folder), "output_bytes": made.archive_size, "output_hash": made.archive_sha256,
+            "input_hash": archive.files_digest(manifest["files"])}
     try:
         sent = offsite.upload(made.folder, url, token, settings.backup_chunk_size, **_names(settings))
     except offsite.OffsiteError as exc:
@@ -62,15 +71,52 @@ def backup(settings, market, run_id: str) -> TaskFailed | None:
     return None
 
 
-def restore_offsite(settings, market_name: str, backup_id: str | None, dest: str | None,
+def _resumable_archive(settings, plugins: list[dict]) -> archive.ArchiveResult | None:
+    """The local archive whose off-site copy the last `doit backup` could not finish, when the marketplace still
+    holds exactly its files: uploading it again resumes the same off-site backup instead of starting another."""
+    if not audit_db_path(settings).is_file():
+        return None
+    from skillbuild.build import open_audit
+
+    last = open_audit(settings).last_backup()
+    if not last or last["status"] != "failure" or last["error_class"] != "offsite" or not last["backup_path"]:
+        return None
+    folder = Path(last["backup_path"])
+    if not folder.is_dir() or archive.verify_archive(folder) or not archive.matches_tree(folder, settings.marketplace,
+                                                                                       plugins):
+        return None
+    return archive.open_result(folder)
+
+
+def _anchors(settings) -> dict[str, tuple[str, str]] | None:
+    """Archive name -> (sha256, files digest) from the local audit DB; None when this machine has none."""
+    if not audit_db_path(settings).is_file():
+        return None
+    from skillbuild.build import open_audit
+
+    return {archive.archive_name(stamp): hashes for stamp, hashes in open_audit(settings).backup_anchors().items()}
+
+
+def _backup_before_live_restore(settings, market) -> Path:
+    """`restore_offsite live=1` overwrites the marketplace: a verified local archive of it comes first."""
+    made = archive.make_archive(settings.marketplace, archive_root(settings), audit_db_path(settings),
+                                archive.plugins_for_backup(market), __version__)
+    print(f"local backup of the live marketplace before overwriting it: {made.folder}", flush=True)
+    return made.folder
+
+
+def restore_offsite(settings, market, backup_id: str | None, dest: str | None,
                     live: bool) -> TaskFailed | None:
     url, token = turso(settings)
     target = Path(dest).resolve() if dest else settings.build_dir / "restored" / time.strftime("%Y%m%dT%H%M%SZ",
                                                                                              time.gmtime())
     try:
+        if live and target == settings.marketplace and url and token:
+            _backup_before_live_restore(settings, market)
         result = offsite.restore(url, token, int(backup_id) if backup_id else None, target, allow_live=live,
-                                 live_root=settings.marketplace, marketplace=market_name, **_names(settings))
-    except (offsite.OffsiteError, ValueError) as exc:
+                                 live_root=settings.marketplace, marketplace=market.name, anchors=_anchors(settings),
+                                 **_names(settings))
+    except (offsite.OffsiteError, archive.ArchiveError, ValueError) as exc:
         return TaskFailed(f"restore from Turso failed: {exc}")
     print("\n".join(result.lines()), flush=True)
     return None
@@ -86,8 +132,16 @@ def list_backups(settings, verify: bool) -> TaskFailed | None:
     except offsite.OffsiteError as exc:
         return TaskFailed(f"listing the off-site backups failed: {exc}")
     print("\n".join(listing.lines()), flush=True)
-    bad = [b for b in local if getattr(b, "problems", None)]
-    return TaskFailed(f"{len(bad)} local backup(s) failed verification") if verify and bad else None
+    if not verify:
+        return None
+    bad_local = [b for b in local if b.problems or b.state != "complete"]
+    bad_remote = [b for b in listing.backups if b.problems]
+    if bad_local or bad_remote:
+        return TaskFailed(f"verification found problems: {len(bad_local)} local and {len(bad_remote)} off-site "
+                          "backup(s); the lines above say which and how to fix them")
+    print(f"verified: {len(local)} local and {len(listing.backups)} off-site backup(s), every hash matches",
+          flush=True)
+    return None
 
 
 def check(settings) -> TaskFailed | None:

@@ -217,7 +217,7 @@ def task_restore_offsite():
     """Restore the marketplace from Turso into a new folder: [backup=ID] [dest=DIR] [live=1 to overwrite]."""
     s, market = settings(), marketplace()
     return {
-        "actions": [(maintenance.restore_offsite, [s, market.name, arg("backup"), arg("dest"), flag("live")])],
+        "actions": [(maintenance.restore_offsite, [s, market, arg("backup"), arg("dest"), flag("live")])],
         "uptodate": [False],
         "verbosity": 2,
     }

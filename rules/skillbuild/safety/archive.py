@@ -336,9 +336,45 @@ def make_archive(marketplace: Path, out_root: Path, audit_db: Path | None, plugi
                          seconds=time.monotonic() - started)
 
 
+def archive_name(stamp: str) -> str:
+    """The tar.gz's name inside the backup folder named `stamp` (also its name in Turso)."""
+    return f"plugins-{stamp}.tar.gz"
+
+
+def files_digest(manifest_files: list[dict]) -> str:
+    """One hash of a manifest's file list (path, size, sha256, link), the same whether it is read from
+    manifest.json or from Turso's backup_files rows: the local audit DB keeps it as an integrity anchor."""
+    lines = sorted(f"{e['path']}\t{e['size']}\t{e['sha256']}\t{e.get('link') or ''}" for e in manifest_files)
+    return sha256_bytes("\n".join(lines).encode("utf-8"))
+
+
+def open_result(folder: Path) -> ArchiveResult:
+    """The ArchiveResult of an existing, verified backup folder (an upload that is resumed)."""
+    info, _manifest, _inventory = load_backup(folder)
+    snapshot = (info.get("audit_db") or {}).get("snapshot")
+    return ArchiveResult(folder=folder, archive=folder / info["archive"]["name"],
+                         archive_sha256=info["archive"]["sha256"], archive_size=info["archive"]["size"],
+                         file_count=info["counts"]["files"], total_bytes=info["counts"]["bytes"],
+                         plugin_count=info["counts"]["plugins"],
+                         secret_files_left_out=info.get("secret_files_left_out", []),
+                         audit_snapshot=folder / snapshot if snapshot else None, seconds=0.0)
+
+
+def matches_tree(folder: Path, marketplace: Path, plugins: list[dict]) -> bool:
+    """True when the backup in `folder` holds exactly the files a new backup of the marketplace would hold."""
+    try:
+        _info, manifest, _inventory = load_backup(folder)
+    except ArchiveError:
+        return False
+    root = Path(marketplace).resolve()
+    files, _secrets = _select(root, [p["path"] for p in plugins])
+    current = {f.relative_to(root).as_posix() for f in files}
+    return current == {e["path"] for e in manifest["files"]} and not tree_problems(root, manifest["files"])
+
+
 def _fill_folder(tmp: Path, stamp: str, root: Path, files: list[Path], left_out: list[str], audit_db: Path | None,
                  plugins: list[dict], tool_version: str) -> dict:
-    archive = tmp / f"plugins-{stamp}.tar.gz"
+    archive = tmp / archive_name(stamp)
     entries = write_tar(root, files, archive)
     digest = sha256_file(archive)
     (tmp / f"{archive.name}.sha256").write_text(f"{digest}  {archive.name}\n", encoding="ascii")
@@ -504,7 +540,9 @@ def extract_verified(archive: Path, manifest_files: list[dict], staging: Path) -
     """
     with tarfile.open(archive, "r:gz") as tar:
         members = tar.getmembers()
-        problems = member_problems(members)
+        listed = {e["path"] for e in manifest_files}
+        problems = member_problems(members) + [f"{m.name}: in the archive but not in the manifest"
+                                               for m in members if not m.isdir() and m.name not in listed]
         if problems:
             raise ArchiveError("archive refused, nothing extracted: " + "; ".join(problems))
         staging.mkdir(parents=True, exist_ok=True)

@@ -89,13 +89,18 @@ class UploadResult:
     chunk_size: int = 0
     archive_size: int = 0
     seconds: float = 0.0
+    abandoned: list[int] = field(default_factory=list)  # interrupted uploads of older archives, removed
 
     def lines(self) -> list[str]:
         if self.state == "skipped":
             return [self.message]
-        return [f"off-site backup {self.backup_id} {self.state}: {self.archive_size:,} bytes in "
-                f"{self.chunks_total} chunks of {self.chunk_size:,} ({self.chunks_uploaded} uploaded, "
-                f"{self.chunks_skipped} already there) in {self.seconds:.2f} s"]
+        out = [f"off-site backup {self.backup_id} {self.state}: {self.archive_size:,} bytes in "
+               f"{self.chunks_total} chunks of {self.chunk_size:,} ({self.chunks_uploaded} uploaded, "
+               f"{self.chunks_skipped} already there) in {self.seconds:.2f} s"]
+        if self.abandoned:
+            out.append(f"removed {len(self.abandoned)} interrupted off-site upload(s) of older archives: "
+                       + ", ".join(f"#{i}" for i in self.abandoned))
+        return out
 
 
 @dataclass(frozen=True)
@@ -107,12 +112,14 @@ class RestoreResult:
     archive_size: int
     download_seconds: float
     seconds: float
+    anchor: str = ""  # what the archive was checked against besides Turso itself
 
     def lines(self) -> list[str]:
         return [f"restored off-site backup {self.backup_id} ({self.archive_name}, {self.archive_size:,} bytes) "
                 f"into {self.dest}",
                 f"  {self.file_count} files verified against the manifest; download {self.download_seconds:.2f} s, "
-                f"total {self.seconds:.2f} s"]
+                f"total {self.seconds:.2f} s",
+                f"  {self.anchor}"]
 
 
 @dataclass(frozen=True)
@@ -256,9 +263,10 @@ def upload(archive_folder: Path, url: str | None, token: str | None, chunk_size:
                  [(backup_id, f["path"], f["size"], f["sha256"], f.get("link")) for f in manifest["files"]])
     uploaded, skipped = _upload_chunks(remote, backup_id, folder / info["archive"]["name"], chunk_size, on_chunk)
     _mark_complete(remote, backup_id, total)
+    abandoned = _drop_abandoned(remote, info["marketplace"]["name"], backup_id)
     return UploadResult(state="complete", backup_id=backup_id, chunks_total=total, chunks_uploaded=uploaded,
                         chunks_skipped=skipped, chunk_size=chunk_size, archive_size=info["archive"]["size"],
-                        seconds=time.monotonic() - started)
+                        seconds=time.monotonic() - started, abandoned=abandoned)
 
 
 def _load_verified(folder: Path) -> tuple[dict, dict, list[dict]]:
@@ -338,6 +346,20 @@ def _mark_complete(remote: _Remote, backup_id: int, total: int) -> None:
                "UPDATE backup_history SET state = 'complete', completed = ? WHERE id = ?", (_now(), backup_id))
 
 
+def _drop_abandoned(remote: _Remote, marketplace: str, newest: int) -> list[int]:
+    """Interrupted uploads of this marketplace older than a completed one can never complete: remove them (their
+    local archives stay on this machine), so no backup is left `uploading` forever."""
+    ids = [int(r[0]) for r in remote.run("finding interrupted uploads", "SELECT id FROM backup_history WHERE "
+                                         "marketplace = ? AND state = 'uploading' AND id < ?", (marketplace, newest))]
+    for backup_id in ids:
+        for table in ("archive_chunks", "backup_files", "plugin_metadata"):
+            remote.run(f"removing interrupted upload {backup_id}", f"DELETE FROM {table} WHERE backup_id = ?",
+                       (backup_id,))
+        remote.run(f"removing interrupted upload {backup_id}", "DELETE FROM backup_history WHERE id = ?",
+                   (backup_id,))
+    return ids
+
+
 # ---------------------------------------------------------------- listing and verifying
 
 def list_offsite(url: str | None, token: str | None, verify: bool = False, *, url_var: str = URL_VAR,
@@ -355,6 +377,8 @@ def list_offsite(url: str | None, token: str | None, verify: bool = False, *, ur
     backups = []
     for row in rows:
         problems = _verify_remote(remote, int(row[0]), int(row[6]), row[4]) if verify else []
+        if verify and row[8] != "complete":
+            problems.insert(0, "upload interrupted: rerun `doit backup` to resume it")
         backups.append(OffsiteBackup(*row, problems=problems))
     return OffsiteListing(state="ok", backups=backups)
 
@@ -389,13 +413,14 @@ def _fetch_chunk(remote: _Remote, backup_id: int, seq: int) -> bytes:
 
 def restore(url: str | None, token: str | None, backup_id: int | None, dest: Path, allow_live: bool = False,
             live_root: Path | None = None, *, marketplace: str | None = None, url_var: str = URL_VAR,
-            token_var: str = TOKEN_VAR) -> RestoreResult:
+            token_var: str = TOKEN_VAR, anchors: dict[str, tuple[str, str]] | None = None) -> RestoreResult:
     """Rebuild the marketplace files of an off-site backup into `dest`.
 
     Without `backup_id`, the latest complete backup (of `marketplace`, the catalog name, when given).
 
     `dest` must be new or empty; extracting over `live_root` needs `allow_live`. Chunks, the whole archive and
-    every extracted file are verified; on any mismatch nothing is written to `dest`.
+    every extracted file are verified; on any mismatch nothing is written to `dest`. `anchors` (archive name ->
+    (archive sha256, files digest), from the local audit DB) catch a forgery that rewrote Turso consistently.
     """
     if not url or not token:
         raise OffsiteError(f"restore needs the off-site database: set {url_var} and {token_var}")
@@ -412,6 +437,7 @@ def restore(url: str | None, token: str | None, backup_id: int | None, dest: Pat
                 for p, s, h, link in remote.run("reading the file list", "SELECT path, size, sha256, link "
                                                 "FROM backup_files WHERE backup_id = ? ORDER BY path",
                                                 (backup_id,))]
+    anchor = _check_anchor(anchors, backup_id, archive_name, archive_sha256, manifest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.restore-", dir=dest.parent))
     try:
@@ -428,7 +454,21 @@ def restore(url: str | None, token: str | None, backup_id: int | None, dest: Pat
         shutil.rmtree(work, ignore_errors=True)
     return RestoreResult(backup_id=backup_id, archive_name=archive_name, dest=dest, file_count=count,
                          archive_size=archive_size, download_seconds=downloaded,
-                         seconds=time.monotonic() - started)
+                         seconds=time.monotonic() - started, anchor=anchor)
+
+
+def _check_anchor(anchors: dict[str, tuple[str, str]] | None, backup_id: int, archive_name: str,
+                  archive_sha256: str, manifest: list[dict]) -> str:
+    """Compare Turso's record with the hashes this machine kept when it made the backup."""
+    known = (anchors or {}).get(archive_name)
+    if known is None:
+        return ("no local record of this backup (audit DB): trusting Turso alone for the archive's and the "
+                "manifest's hashes")
+    sha, digest = known
+    if sha != archive_sha256 or digest != archive.files_digest(manifest):
+        raise OffsiteError(f"off-site backup {backup_id} ({archive_name}) does not match the hashes the local audit "
+                           "DB recorded when it was made: the off-site copy was changed; nothing was extracted")
+    return "archive and manifest hashes match the local audit DB's record of this backup"
 
 
 def _check_dest(dest: Path, live_root: Path | None, allow_live: bool) -> bool:

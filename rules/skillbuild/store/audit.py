@@ -398,6 +398,18 @@ class AuditDB:
         )
         return {r["plugin_name"]: Outcome(**dict(r)) for r in rows}
 
+    def last_backup(self) -> dict[str, Any] | None:
+        """The newest `doit backup` row (status, error_class, backup_path, ...), or None."""
+        rows = self.query("SELECT * FROM enhancements WHERE phase = 'backup' ORDER BY id DESC LIMIT 1")
+        return dict(rows[0]) if rows else None
+
+    def backup_anchors(self) -> dict[str, tuple[str, str]]:
+        """Backup folder name -> (archive sha256, files digest) for every archive this machine made: what an
+        off-site restore checks Turso's copy against. Rows from before full hashes were kept are left out."""
+        rows = self.query("SELECT backup_path, output_hash, input_hash FROM enhancements WHERE phase = 'backup' "
+                          "AND backup_path IS NOT NULL AND length(output_hash) = 64 AND input_hash IS NOT NULL")
+        return {Path(r["backup_path"]).name: (r["output_hash"], r["input_hash"]) for r in rows}
+
     def runs(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Runs, newest first; `arguments` and `counts` decoded."""
         sql = "SELECT * FROM runs ORDER BY started DESC, id DESC"
