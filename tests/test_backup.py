@@ -183,3 +183,67 @@ def test_bad_names_and_leftovers(tmp_path):
         backup_plugin(root, "run1", "demo-plugin", tmp_path / "missing")
     (root / "run0" / ".demo-plugin.partial-999").mkdir(parents=True)  # a copy killed midway
     assert list_backups(root, "demo-plugin") == []
+
+
+def test_unchanged_files_are_hard_links_to_the_previous_backup(tmp_path):
+    """A large file the build never touches costs its size once, however many backups keep it."""
+    plugin = make_plugin(tmp_path)
+    (plugin / "data.bin").write_bytes(os.urandom(2_000_000))
+    root = tmp_path / "backups"
+    first = backup_plugin(root, "20261129T100000Z-aaaa", "demo-plugin", plugin)
+    (plugin / "skills" / "demo-plugin" / "SKILL.md").write_text("---\nname: demo-plugin\n---\nrewritten\n")
+    second = backup_plugin(root, "20261129T110000Z-bbbb", "demo-plugin", plugin)
+    big_1, big_2 = first / FILES / "data.bin", second / FILES / "data.bin"
+    assert big_1.stat().st_ino == big_2.stat().st_ino and big_2.stat().st_nlink == 2
+    skill = "skills/demo-plugin/SKILL.md"
+    assert (first / FILES / skill).stat().st_ino != (second / FILES / skill).stat().st_ino
+    assert (second / FILES / skill).read_text().endswith("rewritten\n")
+    assert verify_backup(first) == [] and verify_backup(second) == []
+    prune(root, "demo-plugin", keep_last=1)  # the older backup goes; the linked data stays in the newer one
+    assert not first.exists() and verify_backup(second) == []
+
+
+KILLED_RESTORE = """
+import os, signal, sys
+from pathlib import Path
+from skillbuild.safety import backup
+real_replace, moved = os.replace, []
+def dying_replace(src, dst):
+    real_replace(src, dst)
+    if ".skillbuild-restore-demo-plugin-" in str(src):  # a staged file moved into the plugin
+        moved.append(dst)
+    if moved and len(moved) == int(sys.argv[4]):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = dying_replace
+if sys.argv[4] == "0":  # killed while staging, before anything moved into the plugin
+    backup._fsync_tree = lambda root: os.kill(os.getpid(), signal.SIGKILL)
+from skillbuild.safety.journal import Journal
+backup.restore_plugin(Path(sys.argv[1]), "demo-plugin", Path(sys.argv[2]), run_id=sys.argv[3],
+                      journal=Journal(Path(sys.argv[1]).parent / "journal"))
+"""
+
+
+@pytest.mark.parametrize("moves, expect", [(0, "before"), (1, "backup"), (3, "backup")])
+def test_a_killed_restore_is_completed_or_rolled_back_by_the_next_run(tmp_path, moves, expect):
+    import subprocess
+    import sys
+
+    from skillbuild.safety.journal import Journal
+
+    plugin = make_plugin(tmp_path)
+    root = tmp_path / "backups"
+    backup_plugin(root, "20261129T100000Z-aaaa", "demo-plugin", plugin)
+    wanted = snapshot(plugin)
+    for name in ("README.md", "scripts/run.sh", "skills/demo-plugin/SKILL.md"):
+        (plugin / name).write_text("changed after the backup\n")
+    (plugin / "NEW.md").write_text("not in the backup\n")
+    before = snapshot(plugin)
+    proc = subprocess.run([sys.executable, "-c", KILLED_RESTORE, str(root), str(plugin), "20261129T110000Z-bbbb",
+                           str(moves)], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    journal = Journal(tmp_path / "journal")
+    assert list(journal.folder.glob("*.json")), "the killed restore left no journal entry"
+    actions = journal.reap()
+    assert actions and not list(journal.folder.glob("*.json"))
+    assert snapshot(plugin) == (wanted if expect == "backup" else before)
+    assert not list(plugin.parent.glob(".skillbuild-*"))  # no staging folder left beside the plugin

@@ -7,9 +7,14 @@ directory and every symlink target; a backup counts only once the copy has been 
 A backup is complete: secret-looking files (`.env`, keys) are copied too, since a restore must put back
 everything. Their contents are never read into logs or errors; only their hashes are stored.
 
-A copy is built under a hidden `.partial` name and renamed into place when verified, so a kill midway
-never leaves something that looks like a backup. A restore first backs up the folder it is about to
-overwrite (reason "before-restore"), so a restore can itself be undone.
+A copy is built under a hidden `.partial` name (journalled, so the next run removes it if this one is killed)
+and renamed into place when verified, so a kill midway never leaves something that looks like a backup. A file
+unchanged since the plugin's previous backup is a hard link to that backup's copy, not a second copy: a large
+data file costs its size once, however many backups keep it.
+
+A restore first backs up the folder it is about to overwrite (reason "before-restore"), so a restore can itself
+be undone. It stages the files that differ beside the plugin, verifies them, journals the step, then moves them
+in: a restore killed at any point is completed (or, before the journal entry, rolled back) by the next run.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from skillbuild.fingerprints import sha256_file  # noqa: F401  (also re-exported)
+from skillbuild.safety.journal import Journal, Unjournalled
 
 MANIFEST = "MANIFEST.sha256.json"
 FILES = "files"
@@ -92,16 +98,39 @@ def _scan(root: Path) -> tuple[dict[str, dict], dict[str, str], list[str]]:
     return files, links, sorted(dirs)
 
 
-def _copy_tree(src: Path, dst: Path, files: dict, links: dict, dirs: list[str]) -> None:
+def _copy_tree(src: Path, dst: Path, files: dict, links: dict, dirs: list[str],
+               previous: tuple[Path, dict] | None = None) -> None:
+    """Copy a scanned tree; a file identical (content and mode) to the previous backup's is hard-linked to it."""
     dst.mkdir(parents=True)
     for rel in dirs:
         (dst / rel).mkdir(parents=True, exist_ok=True)
-    for rel in files:
+    prev_root, prev_files = previous or (None, {})
+    for rel, want in files.items():
+        if prev_files.get(rel) == want and _try_link(prev_root / rel, dst / rel):
+            continue
         shutil.copy2(src / rel, dst / rel, follow_symlinks=False)
     for rel, target in links.items():
         os.symlink(target, dst / rel)
     for rel in reversed(dirs):  # after the contents: a read-only folder would refuse them
         shutil.copystat(src / rel, dst / rel, follow_symlinks=False)
+
+
+def _try_link(existing: Path, new: Path) -> bool:
+    try:
+        os.link(existing, new)
+        return True
+    except OSError:  # the old copy is gone, or the filesystem has no hard links: copy instead
+        return False
+
+
+def _previous(backups_root: Path, plugin: str) -> tuple[Path, dict] | None:
+    """(files folder, manifest files) of the plugin's newest intact backup, for hard links."""
+    for info in reversed(list_backups(backups_root, plugin)):
+        try:
+            return info.path / FILES, read_manifest(info.path)["files"]
+        except BackupError:
+            continue
+    return None
 
 
 def _fsync_tree(root: Path) -> None:
@@ -116,7 +145,7 @@ def _fsync_tree(root: Path) -> None:
 
 def backup_plugin(
     backups_root: str | os.PathLike, run_id: str, plugin: str, plugin_dir: str | os.PathLike,
-    reason: str = REASON_CHANGE,
+    reason: str = REASON_CHANGE, journal: Journal | None = None,
 ) -> Path:
     """Copy `plugin_dir` to `<backups_root>/<run_id>/<plugin>/`, verify it, return that path.
 
@@ -132,11 +161,12 @@ def backup_plugin(
         _raise_if_invalid(final)
         return final
     files, links, dirs = _scan(src)
+    previous = _previous(Path(backups_root), plugin)
     partial = final.parent / f".{plugin}.partial-{os.getpid()}"
     if partial.exists():
         shutil.rmtree(partial)
-    try:
-        _copy_tree(src, partial / FILES, files, links, dirs)
+    with _journal(journal).staging(partial):
+        _copy_tree(src, partial / FILES, files, links, dirs, previous)
         manifest = {
             "format": FORMAT, "plugin": plugin, "run_id": run_id, "reason": reason, "source": str(src.resolve()),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -146,10 +176,12 @@ def backup_plugin(
         _fsync_tree(partial)
         _raise_if_invalid(partial)
         os.replace(partial, final)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return final
+
+
+def _journal(journal: Journal | None) -> Journal:
+    """The run's journal; direct callers outside a run get clean-up on errors only."""
+    return journal or Unjournalled()
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
@@ -262,27 +294,6 @@ def _choose(backups_root: Path, plugin: str, at_run: str | None) -> BackupInfo:
     return changes[-1]
 
 
-def _write_atomic(src: Path, dest: Path, mode: int) -> None:
-    tmp = dest.parent / f"{TEMP_PREFIX}{os.getpid()}-{dest.name}.tmp"
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, mode)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _link_atomic(target: str, dest: Path) -> None:
-    tmp = dest.parent / f"{TEMP_PREFIX}link-{os.getpid()}-{dest.name}.tmp"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(target, tmp)
-    os.replace(tmp, dest)
-
-
 def _remove_path(p: Path) -> None:
     if p.is_symlink() or p.is_file():
         p.unlink()
@@ -292,24 +303,29 @@ def _remove_path(p: Path) -> None:
 
 def restore_plugin(
     backups_root: str | os.PathLike, plugin: str, dest_plugin_dir: str | os.PathLike, at_run: str | None = None,
-    run_id: str | None = None,
+    run_id: str | None = None, journal: Journal | None = None,
 ) -> RestoreResult:
     """Put `plugin` back as it was in run `at_run` (default: its newest before-change backup).
 
     The backup is verified first (a tampered copy is refused, nothing changed). When `run_id` (the restore's
-    own run) is given and the folder exists, its current state is backed up under that run first. Files are
-    replaced one by one atomically; files and directories absent from the backup are removed; the result is
-    verified against the manifest.
+    own run) is given and the folder exists, its current state is backed up under that run first. The files
+    that differ are staged beside the folder and verified; then, journalled, they are moved in and what the
+    backup does not have is removed; the result is verified against the manifest.
     """
     started = time.monotonic()
     backups_root, dest = Path(backups_root), Path(dest_plugin_dir)
     info = _choose(backups_root, plugin, at_run)
     _raise_if_invalid(info.path)
     manifest = read_manifest(info.path)
+    journal = _journal(journal)
     safety = None
     if run_id and dest.is_dir() and run_id != info.run_id:
-        safety = backup_plugin(backups_root, run_id, plugin, dest, reason=REASON_RESTORE)
-    written, unchanged, removed = _apply(info.path / FILES, dest, manifest)
+        safety = backup_plugin(backups_root, run_id, plugin, dest, reason=REASON_RESTORE, journal=journal)
+    stage = dest.parent / f"{TEMP_PREFIX}{plugin}-{os.getpid()}"
+    with journal.staging(stage):
+        written, unchanged = _stage(info.path / FILES, dest, manifest, stage)
+        with journal.step("restore", stage=str(stage), dest=str(dest), backup=str(info.path)):
+            removed = finish_restore(stage, dest, info.path)
     files, links, dirs = _scan(dest)
     problems = _compare(manifest, files, links, dirs, where=dest)
     if problems:
@@ -318,40 +334,64 @@ def restore_plugin(
                          time.monotonic() - started)
 
 
-def _apply(src: Path, dest: Path, manifest: dict) -> tuple[int, int, int]:
-    dest.mkdir(parents=True, exist_ok=True)
+def _same_file(path: Path, want: dict) -> bool:
+    return path.is_file() and not path.is_symlink() and sha256_file(path) == want["sha256"]
+
+
+def _stage(src: Path, dest: Path, manifest: dict, stage: Path) -> tuple[int, int]:
+    """Copy into `stage` every file and link of the backup that `dest` lacks or holds differently, then check
+    the copies; returns (staged, already identical). Nothing in `dest` changes here."""
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    staged = unchanged = 0
+    for rel, want in sorted(manifest["files"].items()):
+        if _same_file(dest / rel, want):
+            unchanged += 1
+            continue
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, stage / rel, follow_symlinks=False)
+        if sha256_file(stage / rel) != want["sha256"]:
+            raise BackupError(f"staging {rel} for the restore gave different bytes than the backup; nothing changed")
+        staged += 1
+    for rel, link in sorted(manifest.get("symlinks", {}).items()):
+        target = dest / rel
+        if not (target.is_symlink() and os.readlink(target) == link):
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(link, stage / rel)
+            staged += 1
+    _fsync_tree(stage)
+    return staged, unchanged
+
+
+def finish_restore(stage: Path, dest: Path, backup_path: Path) -> int:
+    """Move the staged files into `dest`, remove what the backup lacks, fix modes and folders; returns how many
+    paths were removed. Safe to run again after a kill: it picks up where the last attempt stopped."""
+    manifest = read_manifest(backup_path)
     want_files, want_links = manifest["files"], manifest.get("symlinks", {})
     want_dirs = set(manifest.get("dirs", []))
+    dest.mkdir(parents=True, exist_ok=True)
     removed = _remove_extras(dest, want_files, want_links, want_dirs)
     for rel in sorted(want_dirs):
         d = dest / rel
         if d.is_symlink() or (d.exists() and not d.is_dir()):
             _remove_path(d)
         d.mkdir(parents=True, exist_ok=True)
-    written = unchanged = 0
-    for rel, want in sorted(want_files.items()):
-        target = dest / rel
+    for rel in sorted(set(want_files) | set(want_links)):
+        staged, target = stage / rel, dest / rel
+        if not (staged.exists() or staged.is_symlink()):
+            continue  # identical already, or moved in by an earlier attempt
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(staged, target)
+    for rel, want in want_files.items():
         mode = int(want["mode"], 8)
-        if target.is_file() and not target.is_symlink() and sha256_file(target) == want["sha256"]:
-            if stat.S_IMODE(target.stat().st_mode) != mode:
-                os.chmod(target, mode)
-            unchanged += 1
-            continue
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        _write_atomic(src / rel, target, mode)
-        written += 1
-    for rel, link in sorted(want_links.items()):
-        target = dest / rel
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        if not (target.is_symlink() and os.readlink(target) == link):
-            _link_atomic(link, target)
-            written += 1
+        if (dest / rel).is_file() and stat.S_IMODE((dest / rel).stat().st_mode) != mode:
+            os.chmod(dest / rel, mode)
     for rel in sorted(want_dirs):
-        shutil.copystat(src / rel, dest / rel, follow_symlinks=False)
-    return written, unchanged, removed
+        shutil.copystat(backup_path / FILES / rel, dest / rel, follow_symlinks=False)
+    return removed
 
 
 def _remove_extras(dest: Path, want_files: dict, want_links: dict, want_dirs: set[str]) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from skillbuild.safety import archive
+from skillbuild.safety.journal import Journal, Unjournalled
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 MAX_CHUNK_SIZE = 4 << 20
@@ -413,7 +413,8 @@ def _fetch_chunk(remote: _Remote, backup_id: int, seq: int) -> bytes:
 
 def restore(url: str | None, token: str | None, backup_id: int | None, dest: Path, allow_live: bool = False,
             live_root: Path | None = None, *, marketplace: str | None = None, url_var: str = URL_VAR,
-            token_var: str = TOKEN_VAR, anchors: dict[str, tuple[str, str]] | None = None) -> RestoreResult:
+            token_var: str = TOKEN_VAR, anchors: dict[str, tuple[str, str]] | None = None,
+            journal: Journal | None = None) -> RestoreResult:
     """Rebuild the marketplace files of an off-site backup into `dest`.
 
     Without `backup_id`, the latest complete backup (of `marketplace`, the catalog name, when given).
@@ -439,8 +440,11 @@ def restore(url: str | None, token: str | None, backup_id: int | None, dest: Pat
                                                 (backup_id,))]
     anchor = _check_anchor(anchors, backup_id, archive_name, archive_sha256, manifest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.restore-", dir=dest.parent))
-    try:
+    work = dest.parent / f".{dest.name}.restore-{os.getpid()}"
+    journal = journal or Unjournalled()
+    with journal.staging(work):
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
         tar_path = work / archive_name
         _download(remote, backup_id, chunk_count, archive_sha256, tar_path)
         downloaded = time.monotonic() - started
@@ -450,7 +454,6 @@ def restore(url: str | None, token: str | None, backup_id: int | None, dest: Pat
         except archive.ArchiveError as exc:
             raise OffsiteError(f"off-site backup {backup_id}: {exc}") from None
         _place(staging, dest, manifest, live)
-    finally:
         shutil.rmtree(work, ignore_errors=True)
     return RestoreResult(backup_id=backup_id, archive_name=archive_name, dest=dest, file_count=count,
                          archive_size=archive_size, download_seconds=downloaded,
