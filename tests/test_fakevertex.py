@@ -98,6 +98,14 @@ def test_window_slides():
     assert window.admit(10.5) is None  # the first slot expired at 10.0
 
 
+def test_window_counts_a_late_recorded_time_in_its_true_place():
+    """Two requests read the clock in one order and reach the window in the other: no false violation."""
+    window = Window(2, 1.0)
+    assert window.admit(10.0) is None and window.admit(9.5) is None
+    assert window.admit(10.6) is None  # the true window (9.6, 10.6] held only 10.0
+    assert window.admit(10.7) == pytest.approx(0.3)  # now it holds 10.0 and 10.6: full until 11.0
+
+
 # ----------------------------------------------------------------------------- content through the real SDK
 
 

@@ -37,6 +37,7 @@ CLI: python -m skillbuild.fakevertex --port P [--latency A[-B]] [--rpm N] [--rpd
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import json
 import os
@@ -47,7 +48,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -134,18 +134,21 @@ def parse_latency(text: str) -> tuple[float, float]:
 
 
 class Window:
-    """Sliding-window quota: at most `limit` admitted requests within any `span` seconds."""
+    """Sliding-window quota: at most `limit` admitted requests within any `span` seconds.
+
+    Times are kept sorted (bisect), so a request whose time was read a moment before another's still counts
+    in its true place: an out-of-order arrival never makes a full-looking window out of one that is not.
+    """
 
     def __init__(self, limit: int, span: float):
-        self.limit, self.span, self.times = limit, span, deque()
+        self.limit, self.span, self.times = limit, span, []
 
     def admit(self, now: float) -> float | None:
         """Admit and return None, or refuse and return seconds until a slot frees."""
-        while self.times and self.times[0] <= now - self.span:
-            self.times.popleft()
+        del self.times[:bisect.bisect_right(self.times, now - self.span)]
         if len(self.times) >= self.limit:
             return max(0.001, self.times[0] + self.span - now)
-        self.times.append(now)
+        bisect.insort(self.times, now)
         return None
 
 
@@ -597,8 +600,9 @@ class FakeVertex:
             return error_reply(400, "Request contains an invalid argument: contents must hold text.")
         return None
 
-    def _quota(self, now: float) -> Reply | None:
+    def _quota(self, _arrived: float) -> Reply | None:
         with self._lock:
+            now = time.time()  # read under the lock: windows are appended in time order, never out of it
             for window, what in ((self._rpm, "per minute"), (self._rpd, "per day")):
                 wait = window.admit(now) if window else None
                 if wait is not None:
