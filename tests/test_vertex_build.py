@@ -266,8 +266,10 @@ def test_sigterm_saves_doit_state(vx, tmp_path, workers):
         os.killpg(proc.pid, signal.SIGTERM)  # a service manager stops the whole group
     else:
         proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) != 0
-    done = finished(log.read_text())
+    assert proc.wait(timeout=30) == 143  # 128 + SIGTERM, not a death by signal
+    text = log.read_text()
+    assert "Traceback" not in text and "skillbuild: terminated (SIGTERM)" in text
+    done = finished(text)
     assert any(t.startswith("skill:") for t in done)
     paid = vx.requests()
 
@@ -277,6 +279,20 @@ def test_sigterm_saves_doit_state(vx, tmp_path, workers):
     assert not rerun & done, f"tasks finished before SIGTERM ran again: {sorted(rerun & done)}"
     assert rerun | done >= {f"{phase}:{p}" for p in BUILT for phase in ("analyse", "skill")}
     assert vx.requests() - paid <= PHASES - len({t for t in done if t.split(":")[1] in BUILT})
+
+
+def test_ctrl_c_saves_state_and_exits_130_without_a_traceback(vx, tmp_path):
+    vx.server.config.latency = (0.25, 0.25)
+    log = tmp_path / "interrupted.log"
+    proc = vx.popen(log=log)
+    wait_for(log, lambda text: " generate success " in text, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends the foreground group on Ctrl-C
+    assert proc.wait(timeout=30) == 130
+    text = log.read_text()
+    assert "Traceback" not in text and "skillbuild: interrupted (Ctrl-C)" in text
+    assert any(t.startswith("skill:") for t in finished(text))
+    restart = vx.run()
+    assert restart.returncode == 0 and not vx.doit.executed(restart) & finished(text)
 
 
 # ----------------------------------------------------------------------------- doit check

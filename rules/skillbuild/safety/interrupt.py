@@ -7,12 +7,18 @@ Two traps, both seen with `doit -n 2`:
 So SIGTERM is blocked in every thread and taken by one watcher thread (sigwait), which signals the main
 thread itself (pthread_kill, which does interrupt its read) until the main thread is outside such code.
 doit's worker processes simply die on SIGTERM: the parent holds the state and saves it.
+
+Once doit has saved its state, the KeyboardInterrupt reaches the top: instead of a traceback and a death by
+signal, one line says what happened and the process exits 143 (128 + SIGTERM) or 130 (128 + SIGINT, Ctrl-C),
+after the exit handlers (the run's audit record) have run.
 """
 from __future__ import annotations
 
+import atexit
 import multiprocessing.util
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -21,6 +27,12 @@ RETRY_SECONDS = 0.02
 _STDLIB = {os.path.dirname(threading.__file__), os.path.dirname(multiprocessing.util.__file__)}
 _UNSAFE_FILES = ("threading.py", "queue.py", "queues.py", "synchronize.py", "util.py")
 _state = {"installed": False, "interrupted": False}
+EXIT_SIGTERM, EXIT_SIGINT = 128 + signal.SIGTERM, 128 + signal.SIGINT
+
+
+def exit_status() -> int:
+    """The status an interrupted run ends with: 143 after SIGTERM, 130 after Ctrl-C."""
+    return EXIT_SIGTERM if _state["interrupted"] else EXIT_SIGINT
 
 
 def install() -> None:
@@ -28,6 +40,7 @@ def install() -> None:
     if _state["installed"] or threading.current_thread() is not threading.main_thread():
         return
     _state["installed"] = True
+    sys.excepthook = _quiet_interrupt(sys.excepthook)
     signal.signal(NUDGE, _on_nudge)
     signal.signal(signal.SIGTERM, _on_nudge)  # the fallback if a thread started earlier receives it
     if not hasattr(signal, "pthread_sigmask"):
@@ -36,6 +49,21 @@ def install() -> None:
     threading.Thread(target=_watch, args=(threading.main_thread().ident,), name="sigterm-watcher",
                      daemon=True).start()
     os.register_at_fork(after_in_child=_in_worker)
+
+
+def _quiet_interrupt(previous):
+    def hook(kind, value, tb) -> None:
+        if not issubclass(kind, KeyboardInterrupt):
+            return previous(kind, value, tb)
+        status = exit_status()
+        what = "terminated (SIGTERM)" if status == EXIT_SIGTERM else "interrupted (Ctrl-C)"
+        atexit._run_exitfuncs()  # the run's own exit handlers, before the process ends here
+        sys.stdout.flush()
+        print(f"skillbuild: {what}; finished tasks are saved, run the same command again to continue "
+              f"(exit status {status})", file=sys.stderr, flush=True)
+        os._exit(status)
+
+    return hook
 
 
 def _watch(main_ident: int) -> None:
