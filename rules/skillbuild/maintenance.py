@@ -14,14 +14,6 @@ from skillbuild import __version__
 from skillbuild.safety import archive, offsite
 
 
-def archive_root(settings) -> Path:
-    return settings.build_dir / "backups" / "archive"
-
-
-def audit_db_path(settings) -> Path:
-    return settings.build_dir / "audit.sqlite3"
-
-
 def turso(settings) -> tuple[str | None, str | None]:
     return os.environ.get(settings.turso_url_env) or None, os.environ.get(settings.turso_token_env) or None
 
@@ -43,7 +35,7 @@ def backup(settings, market, run_id: str) -> TaskFailed | None:
     """Local hashed archive, verified; then the off-site copy when Turso is configured."""
     started = time.monotonic()
     try:
-        made = archive.make_archive(settings.marketplace, archive_root(settings), audit_db_path(settings),
+        made = archive.make_archive(settings.marketplace, settings.archives_dir, settings.audit_db,
                                     archive.plugins_for_backup(market), __version__)
     except archive.ArchiveError as exc:
         _record_backup(settings, market, run_id, "failure", started, error_class="archive", error_message=str(exc))
@@ -65,7 +57,7 @@ def backup(settings, market, run_id: str) -> TaskFailed | None:
 def restore_offsite(settings, market_name: str, backup_id: str | None, dest: str | None,
                     live: bool) -> TaskFailed | None:
     url, token = turso(settings)
-    target = Path(dest).resolve() if dest else settings.build_dir / "restored" / time.strftime("%Y%m%dT%H%M%SZ",
+    target = Path(dest).resolve() if dest else settings.restored_dir / time.strftime("%Y%m%dT%H%M%SZ",
                                                                                              time.gmtime())
     try:
         result = offsite.restore(url, token, int(backup_id) if backup_id else None, target, allow_live=live,
@@ -77,8 +69,8 @@ def restore_offsite(settings, market_name: str, backup_id: str | None, dest: str
 
 
 def list_backups(settings, verify: bool) -> TaskFailed | None:
-    print(f"local backups in {archive_root(settings)}:")
-    local = archive.list_local(archive_root(settings), verify=verify)
+    print(f"local backups in {settings.archives_dir}:")
+    local = archive.list_local(settings.archives_dir, verify=verify)
     print("\n".join(b.line() for b in local) or "  none yet: run `doit -n 1 backup`")
     url, token = turso(settings)
     try:
@@ -134,7 +126,7 @@ def print_status(settings, market) -> None:
     from skillbuild.ui import status
 
     rows = status.rows(settings, market, build.expected_provenance(settings))
-    outcomes = build.open_audit(settings).last_outcomes() if build.audit_path(settings).exists() else {}
+    outcomes = build.open_audit(settings).last_outcomes() if settings.audit_db.exists() else {}
     print(f"marketplace: {market.name} ({settings.marketplace}); provider: {settings.provider}")
     print(status.format_table(rows, outcomes), flush=True)
 
@@ -145,9 +137,9 @@ def write_report(settings, market) -> None:
     from skillbuild.ui import report
 
     sizes = {p.name: p.target.stat().st_size for p in market.plugins if p.target and p.target.is_file()}
-    out = report.write_html(build.open_audit(settings), settings.build_dir / "report.html", settings.rpd or 1500,
+    out = report.write_html(build.open_audit(settings), settings.report_file, settings.rpd or 1500,
                             skill_sizes=sizes)
-    latest = report.copy_latest(out, settings.build_root / "report.html")
+    latest = report.copy_latest(out, settings.latest_report_file)
     print(f"report written to {out} (latest report: {latest})", flush=True)
 
 
