@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from skillbuild.fingerprints import sha256_file  # noqa: F401  (also re-exported)
+from skillbuild.store.writing import atomic_copy
 
 MANIFEST = "MANIFEST.sha256.json"
 FILES = "files"
@@ -263,16 +264,8 @@ def _choose(backups_root: Path, plugin: str, at_run: str | None) -> BackupInfo:
 
 
 def _write_atomic(src: Path, dest: Path, mode: int) -> None:
-    tmp = dest.parent / f"{TEMP_PREFIX}{os.getpid()}-{dest.name}.tmp"
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, mode)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # The pid in the temp name tells the leftover sweep (safety/runlock.py) a live restore's files apart.
+    atomic_copy(src, dest, mode=mode, prefix=f"{TEMP_PREFIX}{os.getpid()}-")
 
 
 def _link_atomic(target: str, dest: Path) -> None:

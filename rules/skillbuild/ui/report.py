@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from skillbuild.store.audit import STATUSES, AuditDB, Outcome
+from skillbuild.store.writing import atomic_copy, atomic_write
 
 TARGET_BYTES = (8000, 14000)  # SKILL.md size the generator aims for
 TIME_BINS = (0, 5, 10, 20, 30, 60, 120, 300)  # seconds; the last bin is open-ended
@@ -335,19 +336,9 @@ def write_html(audit_db: AuditDB | str | os.PathLike, out_path: str | os.PathLik
                skill_sizes: dict[str, int] | None = None) -> Path:
     """Write the report page (atomically: a reader never sees half a page) and return its path."""
     audit = audit_db if isinstance(audit_db, AuditDB) else AuditDB(audit_db)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(render_html(report_data(audit, quota_rpd, skill_sizes)), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out_path, render_html(report_data(audit, quota_rpd, skill_sizes)))
 
 
 def copy_latest(page: str | os.PathLike, latest: str | os.PathLike) -> Path:
     """Copy a marketplace's report to the shared `build/report.html` (atomically), the page to open first."""
-    src, dest = Path(page), Path(latest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(src.read_bytes())
-    os.replace(tmp, dest)
-    return dest
+    return atomic_copy(page, latest)
