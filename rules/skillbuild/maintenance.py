@@ -131,16 +131,23 @@ def print_status(settings, market) -> None:
     print(status.format_table(rows, outcomes), flush=True)
 
 
-def write_report(settings, market) -> None:
-    """`doit report`: the page for this marketplace, copied to build/report.html as the latest report."""
+def write_report(settings, market) -> TaskFailed | None:
+    """`doit report`: the page for this marketplace, copied to build/report.html as the latest report.
+    Its quota line is the daily budget the throttle enforces, from the throttle's own limits."""
     from skillbuild import build
+    from skillbuild.calls.throttle import limits_from_settings
     from skillbuild.ui import report
 
+    try:
+        limits = limits_from_settings(settings)
+    except ValueError as exc:
+        return TaskFailed(f"report: {exc}")
     sizes = {p.name: p.target.stat().st_size for p in market.plugins if p.target and p.target.is_file()}
-    out = report.write_html(build.open_audit(settings), settings.report_file, settings.rpd or 1500,
-                            skill_sizes=sizes)
+    out = report.write_html(build.open_audit(settings), settings.report_file, limits.rpd_effective,
+                            skill_sizes=sizes, quota_basis=f"rpd {limits.rpd} / safety factor {limits.safety_factor:g}")
     latest = report.copy_latest(out, settings.latest_report_file)
     print(f"report written to {out} (latest report: {latest})", flush=True)
+    return None
 
 
 def print_plan(settings, market) -> TaskFailed | None:

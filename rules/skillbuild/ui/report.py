@@ -112,8 +112,9 @@ def _num(x: float) -> str:
 
 
 def report_data(audit: AuditDB, quota_rpd: int, skill_sizes: dict[str, int] | None = None,
-                today: str | None = None) -> dict[str, Any]:
-    """Every figure the page shows. `skill_sizes` (plugin -> bytes on disk) overrides the audit's output_bytes."""
+                today: str | None = None, quota_basis: str | None = None) -> dict[str, Any]:
+    """Every figure the page shows. `skill_sizes` (plugin -> bytes on disk) overrides the audit's output_bytes;
+    `quota_basis` says where `quota_rpd` comes from (e.g. "rpd 1500 / safety factor 3")."""
     built, failed, pct = audit.success_rate()
     seconds = audit.plugin_seconds()
     sizes = skill_sizes if skill_sizes is not None else audit.skill_sizes()
@@ -140,6 +141,7 @@ def report_data(audit: AuditDB, quota_rpd: int, skill_sizes: dict[str, int] | No
         "tokens_in": sum(d["input_tokens"] for d in per_day),
         "tokens_out": sum(d["output_tokens"] for d in per_day),
         "quota_rpd": quota_rpd,
+        "quota_basis": quota_basis,
         "failures": audit.failures(limit=100),
     }
 
@@ -303,8 +305,9 @@ def _section_calls(d: dict) -> str:
         f'<td>{_e(x["day"])}</td><td class="n">{x["calls"]}</td><td class="n">{x["errors"]}</td>'
         f'<td class="n">{x["retried"]}</td><td class="n">{x["input_tokens"]}</td>'
         f'<td class="n">{x["output_tokens"]}</td></tr>' for x in days)
+    basis = f" ({_e(d['quota_basis'])}: the daily budget the throttle allows)" if d.get("quota_basis") else ""
     return (f'<h2>API calls per day</h2><p>quota <span id="quota-rpd" data-value="{quota}">{quota}</span> '
-            f'requests per day (dashed line)</p>'
+            f'requests per day{basis} (dashed line)</p>'
             + svg_bars("chart-calls", labels, series, hline=(quota, f"quota {quota}") if quota else None)
             + _legend([("answered", "#2e7d32"), ("errors", "#c62828")])
             + f'<table id="calls-per-day"><tr><th>day (UTC)</th><th>calls</th><th>errors</th><th>retried</th>'
@@ -333,10 +336,10 @@ def render_html(d: dict) -> str:
 
 
 def write_html(audit_db: AuditDB | str | os.PathLike, out_path: str | os.PathLike, quota_rpd: int,
-               skill_sizes: dict[str, int] | None = None) -> Path:
+               skill_sizes: dict[str, int] | None = None, quota_basis: str | None = None) -> Path:
     """Write the report page (atomically: a reader never sees half a page) and return its path."""
     audit = audit_db if isinstance(audit_db, AuditDB) else AuditDB(audit_db)
-    return atomic_write(out_path, render_html(report_data(audit, quota_rpd, skill_sizes)))
+    return atomic_write(out_path, render_html(report_data(audit, quota_rpd, skill_sizes, quota_basis=quota_basis)))
 
 
 def copy_latest(page: str | os.PathLike, latest: str | os.PathLike) -> Path:
