@@ -46,6 +46,7 @@ if str(ROOT) not in sys.path:
 from skillbuild import discovery, build  # noqa: E402
 from skillbuild.skill import skillmd  # noqa: E402
 from skillbuild.store import writing  # noqa: E402
+from skillbuild.store.audit import AuditDB  # noqa: E402
 from skillbuild.config import load_settings  # noqa: E402
 from skillbuild.testing.fakevertex import FakeVertex  # noqa: E402
 from skillbuild.providers import vertex  # noqa: E402
@@ -215,12 +216,12 @@ class Ledger:
 def ledger(settings, server_stats: dict) -> Ledger:
     """Compare the response cache, the audit DB and the server's request log."""
     calls = expected_calls(settings)
-    cache = ResponseCache(settings.cache_dir / "responses")
+    cache = ResponseCache(settings.responses_dir)
     answered: dict[str, list[float]] = {}
     for req in server_stats["requests"]:
         if req["status"] == 200:
             answered.setdefault(req["digest"], []).append(req["time"])
-    rows = _success_rows(build.audit_path(settings))
+    rows = _success_rows(settings.audit_db)
     out = Ledger(requests_total=server_stats["requests_total"], distinct_keys=len({c.key for c in calls}))
     known = {c.digest for c in calls}
     out.unexpected_requests = sum(len(t) for d, t in answered.items() if d not in known)
@@ -241,12 +242,13 @@ def ledger(settings, server_stats: dict) -> Ledger:
 
 
 def _success_rows(db: Path) -> set[tuple[str, str]]:
-    conn = sqlite3.connect(db)
+    audit = AuditDB.reader(db)
+    if audit is None:
+        return set()
     try:
-        return {(r[0], r[1]) for r in conn.execute(
-            "SELECT DISTINCT plugin_name, phase FROM enhancements WHERE status = 'success'")}
+        return audit.succeeded_steps()
     finally:
-        conn.close()
+        audit.close()
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -384,7 +386,7 @@ def chaos(source: Path, work: Path, kills: int, *, seed: int = 7, latency: str =
         stats["requests_total"] = before
         stats["requests"] = stats["requests"][:before]
         report.ledger = ledger(settings, stats)
-        report.open_runs = _open_runs(build.audit_path(settings))
+        report.open_runs = _open_runs(settings.audit_db)
     say("uninterrupted reference run on a fresh copy and a fresh server ...")
     with FakeVertex(latency=latency, seed=seed + 1) as server:
         ref.url = server.url
@@ -437,17 +439,19 @@ def _wait_for_first_event(proc: subprocess.Popen, out_path: Path, timeout: float
 def _after_kill(report: Report, settings, originals: dict[Path, bytes | None]) -> None:
     report.partial += partial_files(settings, originals)
     report.temps_after_kills += len(writing.leftover_temps(settings.marketplace))
-    state = integrity(build.audit_path(settings))
+    state = integrity(settings.audit_db)
     if state != "ok":
         report.integrity_failures.append(state)
 
 
 def _open_runs(db: Path) -> int:
-    conn = sqlite3.connect(db)
+    audit = AuditDB.reader(db)
+    if audit is None:
+        return 0
     try:
-        return conn.execute("SELECT COUNT(*) FROM runs WHERE ended IS NULL").fetchone()[0]
+        return audit.open_runs()
     finally:
-        conn.close()
+        audit.close()
 
 
 # ----------------------------------------------------------------------------- output

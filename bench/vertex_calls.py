@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "rules")]
 
 from skillbuild.testing.fakevertex import FakeVertex  # noqa: E402
 from skillbuild.calls.response_cache import ResponseCache  # noqa: E402
+from skillbuild.store.audit import AuditDB  # noqa: E402
 
 DOIT = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "-d", str(ROOT)]
 SUMMARY = re.compile(r"built (\d+), kept (\d+), skipped (\d+), failed (\d+), fresh (\d+)")
@@ -66,8 +66,11 @@ class Workspace:
         """HTTP attempts per plugin from the audit DB (every run so far)."""
         counts: Counter = Counter()
         for db in self.build.glob("*/audit.sqlite3"):
-            with sqlite3.connect(db) as conn:
-                counts.update(dict(conn.execute("SELECT plugin_name, COUNT(*) FROM api_calls GROUP BY 1")))
+            audit = AuditDB(db, read_only=True)
+            try:
+                counts.update(audit.attempts_per_plugin())
+            finally:
+                audit.close()
         return counts
 
 

@@ -62,6 +62,43 @@ def test_state_is_kept_per_marketplace(tmp_path):
     assert s.build_dir == tmp_path / "build" / marketplace_id(a.resolve())
 
 
+def test_every_state_path_comes_from_settings(tmp_path):
+    """The locations users and tools rely on: cache/<m>/ is rebuildable, build/ is kept."""
+    market = tmp_path / "market"
+    s = load_settings(cli={"marketplace": str(market)}, env={}, pyproject=tmp_path / "n.toml", project_root=tmp_path)
+    cache, build = tmp_path / "cache" / marketplace_id(market), tmp_path / "build" / marketplace_id(market)
+    assert (s.analysis_dir, s.rejected_dir, s.responses_dir) == (cache / "analysis", cache / "rejected",
+                                                                 cache / "responses")
+    assert (s.state_file, s.lock_file) == (cache / "doit-state.sqlite3", cache / "run.lock")
+    assert (s.audit_db, s.logs_dir, s.log_file("r1")) == (build / "audit.sqlite3", build / "logs",
+                                                           build / "logs" / "r1.log")
+    assert (s.backups_dir, s.archives_dir, s.restored_dir) == (build / "backups", build / "backups" / "archive",
+                                                               build / "restored")
+    assert s.report_file == build / "report.html"
+    assert s.latest_report_file == tmp_path / "build" / "report.html"
+    assert s.throttle_db == tmp_path / "build" / "throttle.sqlite3"  # one for every marketplace
+
+
+def test_marketplace_id_is_computed_once(tmp_path, monkeypatch):
+    import skillbuild.config as config
+
+    s = load_settings(cli={"marketplace": str(tmp_path / "m")}, env={}, pyproject=tmp_path / "n.toml",
+                      project_root=tmp_path)
+    calls = []
+    real = config.marketplace_id
+    monkeypatch.setattr(config, "marketplace_id", lambda root: calls.append(root) or real(root))
+    first = s.marketplace_id
+    assert [s.marketplace_id, s.cache_dir.name, s.build_dir.name, s.audit_db.parent.name] == [first] * 4
+    assert len(calls) == 1
+
+
+def test_progress_names_the_log_file_as_settings_do(tmp_path):
+    from skillbuild.ui.progress import RunProgress
+
+    s = load_settings(cli={}, env={}, pyproject=tmp_path / "n.toml", project_root=tmp_path)
+    assert RunProgress("r7", s.logs_dir, 0).log == s.log_file("r7")
+
+
 def test_token_is_hidden_from_repr_and_fingerprints(tmp_path):
     s = load_settings(cli={}, env={"SKILLBUILD_VERTEX_TOKEN": "sekrit-123"}, pyproject=tmp_path / "n.toml",
                       project_root=tmp_path)

@@ -125,6 +125,23 @@ def test_report_page_states_the_db_figures(tmp_path):
     assert 'class=over' in page  # today's 7 calls exceed the quota of 5
 
 
+@pytest.mark.parametrize("cli, budget, basis", [({}, "500", "rpd 1500 / safety factor 3"),
+                                                ({"rpd": "900", "safety_factor": "2"}, "450", "rpd 900 / safety factor 2")])
+def test_doit_report_quota_is_the_budget_the_throttle_enforces(tmp_path, cli, budget, basis):
+    from types import SimpleNamespace
+
+    from skillbuild.calls.throttle import limits_from_settings
+    from skillbuild.config import load_settings
+    from skillbuild.maintenance import write_report
+
+    settings = load_settings(cli={"marketplace": str(tmp_path / "m"), **cli}, env={}, pyproject=tmp_path / "n.toml",
+                             project_root=tmp_path)
+    assert write_report(settings, SimpleNamespace(plugins=[])) is None
+    f = Figures(settings.report_file.read_text())
+    assert f.ids["quota-rpd"]["value"] == budget == str(limits_from_settings(settings).rpd_effective)
+    assert f"{basis}: the daily budget the throttle allows" in settings.latest_report_file.read_text()
+
+
 def test_report_of_an_empty_db(tmp_path):
     out = write_html(tmp_path / "audit.sqlite3", tmp_path / "report.html", quota_rpd=1500)
     f = Figures(out.read_text())

@@ -20,6 +20,7 @@ from skillbuild.calls.throttle import (
     PRESETS, Limits, QuotaExhausted, Throttle, day_bounds, eta_seconds, limits_from_settings,
     recommend, throttle_from_settings,
 )
+from skillbuild.config import load_settings
 
 from vertex_server import fake_vertex_factory, make_provider, sample_plugin  # noqa: E402,F401
 
@@ -406,7 +407,8 @@ def test_limits_from_settings_overlays_the_preset():
 
 
 def test_throttle_from_settings_shares_one_db_under_build_root(tmp_path):
-    settings = SimpleNamespace(build_root=tmp_path / "build", pace_preset="default", wait_for_reset=True)
+    settings = load_settings(cli={"wait_for_reset": "1"}, env={}, pyproject=tmp_path / "n.toml",
+                             project_root=tmp_path)
     throttle = throttle_from_settings(settings)
     assert throttle.path == tmp_path / "build" / "throttle.sqlite3" and throttle.path.exists()
     assert throttle.wait_for_reset and throttle.limits == PRESETS["default"]

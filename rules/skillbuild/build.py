@@ -41,14 +41,6 @@ def analysis_path(settings, plugin: Plugin) -> Path:
     return settings.analysis_dir / f"{plugin.key}.json"
 
 
-def audit_path(settings) -> Path:
-    return settings.build_dir / "audit.sqlite3"
-
-
-def backups_root(settings) -> Path:
-    return settings.build_dir / "backups"
-
-
 def secrets(settings) -> list[str]:
     """Values that must never be stored or printed: redacted wherever text is recorded."""
     import os
@@ -62,9 +54,9 @@ _AUDITS: dict[tuple, AuditDB] = {}
 def open_audit(settings) -> AuditDB:
     """One AuditDB per process and DB (it reopens its connection itself after a fork): every row of a run
     goes through it, so a connection, its pragmas and the migration check are paid once, not per row."""
-    key = (str(audit_path(settings)), tuple(secrets(settings)))
+    key = (str(settings.audit_db), tuple(secrets(settings)))
     if key not in _AUDITS:
-        _AUDITS[key] = AuditDB(audit_path(settings), secrets=secrets(settings))
+        _AUDITS[key] = AuditDB(settings.audit_db, secrets=secrets(settings))
     return _AUDITS[key]
 
 
@@ -93,7 +85,7 @@ def _throttle(settings):
     """One throttle object per worker process; its state is shared through the DB file."""
     from skillbuild.calls.throttle import throttle_from_settings
 
-    key = str(settings.build_root)
+    key = str(settings.throttle_db)
     if key not in _THROTTLES:
         _THROTTLES[key] = throttle_from_settings(settings)
     return _THROTTLES[key]
@@ -268,9 +260,9 @@ def _build_skill(settings, plugin: Plugin, run_id: str, provider) -> TaskFailed 
 def _write(settings, plugin: Plugin, run_id: str, text: str) -> Path:
     """Back up the whole plugin folder (verified), write the file atomically, prune old backups."""
     assert plugin.path is not None and plugin.target is not None
-    saved = backup.backup_plugin(backups_root(settings), run_id, plugin.key, plugin.path)
+    saved = backup.backup_plugin(settings.backups_dir, run_id, plugin.key, plugin.path, journal=settings.journal())
     writing.atomic_write(plugin.target, text)
-    backup.prune(backups_root(settings), plugin.key, settings.backup_keep)
+    backup.prune(settings.backups_dir, plugin.key, settings.backup_keep)
     return saved
 
 
@@ -306,7 +298,8 @@ def restore(settings, plugin: Plugin, run_id: str, at: str | None) -> TaskFailed
     started = time.monotonic()
     audit = open_audit(settings)
     try:
-        result = backup.restore_plugin(backups_root(settings), plugin.key, plugin.path, at_run=at, run_id=run_id)
+        result = backup.restore_plugin(settings.backups_dir, plugin.key, plugin.path, at_run=at, run_id=run_id,
+                                       journal=settings.journal())
     except (backup.BackupError, OSError) as exc:
         audit.record(run_id, plugin.name, plugin.rel, "restore", "failure", error_class=type(exc).__name__,
                      error_message=str(exc))

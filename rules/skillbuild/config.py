@@ -10,10 +10,12 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: rules/skillbuild/config.py
+LOCK_NAME = "run.lock"  # in cache/<m>/; held by the build of that marketplace
 
 
 class ConfigError(Exception):
@@ -208,7 +210,7 @@ class Settings:
         path = Path(value).expanduser()
         return path if path.is_absolute() else (self.project_root / path)
 
-    @property
+    @cached_property
     def marketplace(self) -> Path:  # type: ignore[override]
         return self._path(self.values["marketplace"]).resolve()
 
@@ -219,21 +221,10 @@ class Settings:
             return "vertex" if self.values["project"] else "offline"
         return chosen
 
-    @property
+    @cached_property
     def marketplace_id(self) -> str:
+        """Computed once: every path below and every task's setup asks for it."""
         return marketplace_id(self.marketplace)
-
-    @property
-    def cache_dir(self) -> Path:
-        return self._path(self.values["cache_root"]) / self.marketplace_id
-
-    @property
-    def build_root(self) -> Path:  # type: ignore[override]
-        return self._path(self.values["build_root"])
-
-    @property
-    def build_dir(self) -> Path:
-        return self.build_root / self.marketplace_id
 
     @property
     def prompts_dir(self) -> Path:  # type: ignore[override]
@@ -241,6 +232,13 @@ class Settings:
 
         chosen = self.values["prompts_dir"]
         return self._path(chosen) if chosen else PROMPTS_DIR
+
+    # Where state lives: the only place a state path is built. cache/<m>/ is rebuildable (deleting it
+    # costs API calls, never data); build/ holds what must be kept.
+
+    @cached_property
+    def cache_dir(self) -> Path:
+        return self._path(self.values["cache_root"]) / self.marketplace_id
 
     @property
     def analysis_dir(self) -> Path:
@@ -251,8 +249,79 @@ class Settings:
         return self.cache_dir / "rejected"
 
     @property
+    def responses_dir(self) -> Path:
+        """The response cache (calls/response_cache.py)."""
+        return self.cache_dir / "responses"
+
+    @property
     def state_file(self) -> Path:
+        """doit's own state (its dep_file)."""
         return self.cache_dir / "doit-state.sqlite3"
+
+    @property
+    def lock_file(self) -> Path:
+        """One build per marketplace at a time (safety/runlock.py)."""
+        return self.cache_dir / LOCK_NAME
+
+    @cached_property
+    def build_root(self) -> Path:  # type: ignore[override]
+        return self._path(self.values["build_root"])
+
+    @property
+    def throttle_db(self) -> Path:
+        """Shared by every marketplace: the quota belongs to the Google project, not to one marketplace."""
+        return self.build_root / "throttle.sqlite3"
+
+    @property
+    def latest_report_file(self) -> Path:
+        """A copy of the report of the marketplace reported on last: the page to open first."""
+        return self.build_root / "report.html"
+
+    @cached_property
+    def build_dir(self) -> Path:
+        return self.build_root / self.marketplace_id
+
+    @property
+    def audit_db(self) -> Path:
+        return self.build_dir / "audit.sqlite3"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.build_dir / "logs"
+
+    def log_file(self, run_id: str) -> Path:
+        """One run's log (ui/progress.py's `log_path` names it the same way)."""
+        return self.logs_dir / f"{run_id}.log"
+
+    @property
+    def backups_dir(self) -> Path:
+        """Per-plugin snapshots taken before a SKILL.md changes (safety/backup.py)."""
+        return self.build_dir / "backups"
+
+    @property
+    def archives_dir(self) -> Path:
+        """`doit backup` archives of the whole marketplace (safety/archive.py)."""
+        return self.backups_dir / "archive"
+
+    @property
+    def journal_dir(self) -> Path:
+        """Staging paths and unfinished restores of this marketplace's runs (safety/journal.py), so the next
+        run removes or completes exactly what a killed one left."""
+        return self.build_dir / "journal"
+
+    def journal(self):
+        from skillbuild.safety.journal import Journal
+
+        return Journal(self.journal_dir)
+
+    @property
+    def restored_dir(self) -> Path:
+        """Where `doit restore_offsite` puts a restore when no dest= is given."""
+        return self.build_dir / "restored"
+
+    @property
+    def report_file(self) -> Path:
+        return self.build_dir / "report.html"
 
     def gate_bounds(self, provider_name: str) -> tuple[int, int]:
         low = self.offline_min_bytes if provider_name == "offline" else self.min_bytes

@@ -14,14 +14,6 @@ from skillbuild import __version__
 from skillbuild.safety import archive, offsite
 
 
-def archive_root(settings) -> Path:
-    return settings.build_dir / "backups" / "archive"
-
-
-def audit_db_path(settings) -> Path:
-    return settings.build_dir / "audit.sqlite3"
-
-
 def turso(settings) -> tuple[str | None, str | None]:
     return os.environ.get(settings.turso_url_env) or None, os.environ.get(settings.turso_token_env) or None
 
@@ -49,7 +41,7 @@ def backup(settings, market, run_id: str) -> TaskFailed | None:
         print(f"resuming the off-site copy of {made.folder} (the marketplace has not changed since)", flush=True)
     else:
         try:
-            made = archive.make_archive(settings.marketplace, archive_root(settings), audit_db_path(settings),
+            made = archive.make_archive(settings.marketplace, settings.archives_dir, settings.audit_db,
                                         plugins, __version__)
         except archive.ArchiveError as exc:
             _record_backup(settings, market, run_id, "failure", started, error_class="archive",
@@ -74,7 +66,7 @@ def backup(settings, market, run_id: str) -> TaskFailed | None:
 def _resumable_archive(settings, plugins: list[dict]) -> archive.ArchiveResult | None:
     """The local archive whose off-site copy the last `doit backup` could not finish, when the marketplace still
     holds exactly its files: uploading it again resumes the same off-site backup instead of starting another."""
-    if not audit_db_path(settings).is_file():
+    if not settings.audit_db.is_file():
         return None
     from skillbuild.build import open_audit
 
@@ -90,7 +82,7 @@ def _resumable_archive(settings, plugins: list[dict]) -> archive.ArchiveResult |
 
 def _anchors(settings) -> dict[str, tuple[str, str]] | None:
     """Archive name -> (sha256, files digest) from the local audit DB; None when this machine has none."""
-    if not audit_db_path(settings).is_file():
+    if not settings.audit_db.is_file():
         return None
     from skillbuild.build import open_audit
 
@@ -99,7 +91,7 @@ def _anchors(settings) -> dict[str, tuple[str, str]] | None:
 
 def _backup_before_live_restore(settings, market) -> Path:
     """`restore_offsite live=1` overwrites the marketplace: a verified local archive of it comes first."""
-    made = archive.make_archive(settings.marketplace, archive_root(settings), audit_db_path(settings),
+    made = archive.make_archive(settings.marketplace, settings.archives_dir, settings.audit_db,
                                 archive.plugins_for_backup(market), __version__)
     print(f"local backup of the live marketplace before overwriting it: {made.folder}", flush=True)
     return made.folder
@@ -108,13 +100,14 @@ def _backup_before_live_restore(settings, market) -> Path:
 def restore_offsite(settings, market, backup_id: str | None, dest: str | None,
                     live: bool) -> TaskFailed | None:
     url, token = turso(settings)
-    target = Path(dest).resolve() if dest else settings.build_dir / "restored" / time.strftime("%Y%m%dT%H%M%SZ",
+    target = Path(dest).resolve() if dest else settings.restored_dir / time.strftime("%Y%m%dT%H%M%SZ",
                                                                                              time.gmtime())
     try:
         if live and target == settings.marketplace and url and token:
             _backup_before_live_restore(settings, market)
         result = offsite.restore(url, token, int(backup_id) if backup_id else None, target, allow_live=live,
                                  live_root=settings.marketplace, marketplace=market.name, anchors=_anchors(settings),
+                                 journal=settings.journal(),
                                  **_names(settings))
     except (offsite.OffsiteError, archive.ArchiveError, ValueError) as exc:
         return TaskFailed(f"restore from Turso failed: {exc}")
@@ -123,8 +116,8 @@ def restore_offsite(settings, market, backup_id: str | None, dest: str | None,
 
 
 def list_backups(settings, verify: bool) -> TaskFailed | None:
-    print(f"local backups in {archive_root(settings)}:")
-    local = archive.list_local(archive_root(settings), verify=verify)
+    print(f"local backups in {settings.archives_dir}:")
+    local = archive.list_local(settings.archives_dir, verify=verify)
     print("\n".join(b.line() for b in local) or "  none yet: run `doit -n 1 backup`")
     url, token = turso(settings)
     try:
@@ -188,21 +181,28 @@ def print_status(settings, market) -> None:
     from skillbuild.ui import status
 
     rows = status.rows(settings, market, build.expected_provenance(settings))
-    outcomes = build.open_audit(settings).last_outcomes() if build.audit_path(settings).exists() else {}
+    outcomes = build.open_audit(settings).last_outcomes() if settings.audit_db.exists() else {}
     print(f"marketplace: {market.name} ({settings.marketplace}); provider: {settings.provider}")
     print(status.format_table(rows, outcomes), flush=True)
 
 
-def write_report(settings, market) -> None:
-    """`doit report`: the page for this marketplace, copied to build/report.html as the latest report."""
+def write_report(settings, market) -> TaskFailed | None:
+    """`doit report`: the page for this marketplace, copied to build/report.html as the latest report.
+    Its quota line is the daily budget the throttle enforces, from the throttle's own limits."""
     from skillbuild import build
+    from skillbuild.calls.throttle import limits_from_settings
     from skillbuild.ui import report
 
+    try:
+        limits = limits_from_settings(settings)
+    except ValueError as exc:
+        return TaskFailed(f"report: {exc}")
     sizes = {p.name: p.target.stat().st_size for p in market.plugins if p.target and p.target.is_file()}
-    out = report.write_html(build.open_audit(settings), settings.build_dir / "report.html", settings.rpd or 1500,
-                            skill_sizes=sizes)
-    latest = report.copy_latest(out, settings.build_root / "report.html")
+    out = report.write_html(build.open_audit(settings), settings.report_file, limits.rpd_effective,
+                            skill_sizes=sizes, quota_basis=f"rpd {limits.rpd} / safety factor {limits.safety_factor:g}")
+    latest = report.copy_latest(out, settings.latest_report_file)
     print(f"report written to {out} (latest report: {latest})", flush=True)
+    return None
 
 
 def print_plan(settings, market) -> TaskFailed | None:

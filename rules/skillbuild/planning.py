@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 import sqlite3
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from skillbuild import discovery, build
+from skillbuild.store.audit import AuditDB
 from skillbuild.ui import status
 from skillbuild.discovery import Marketplace, Plugin
 from skillbuild.calls.throttle import Limits, eta_seconds, format_time, limits_from_settings, recommend
@@ -90,36 +90,20 @@ class Plan:
 # ---------------------------------------------------------------- reading recorded data
 
 
-def read_only(path: Path) -> sqlite3.Connection | None:
-    """A read-only connection, or None when the DB does not exist yet (nothing is created)."""
-    if not path.is_file():
-        return None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
 def audit_averages(settings, provider: str, model: str) -> Averages:
     """Averages of successful calls recorded for this provider and model."""
     found = Averages()
-    conn = read_only(build.audit_path(settings))
-    if conn is None:
+    audit = AuditDB.reader(settings.audit_db)
+    if audit is None:
         return found
     try:
-        rows = conn.execute(
-            "SELECT phase, COUNT(*) AS n, AVG(output_tokens) AS tokens, AVG(output_bytes) AS bytes"
-            " FROM enhancements WHERE status = 'success' AND provider = ? AND model = ?"
-            " AND phase IN ('analyse', 'generate', 'repair') AND output_tokens > 0 GROUP BY phase",
-            (provider, model)).fetchall()
-        tries = conn.execute(
-            "SELECT SUM(phase = 'repair') AS repairs, SUM(phase = 'generate') AS generations FROM enhancements"
-            " WHERE provider = ? AND model = ? AND phase IN ('generate', 'repair')"
-            " AND (status = 'success' OR error_class = 'gate')", (provider, model)).fetchone()
-        latency = conn.execute("SELECT AVG(latency_seconds) FROM api_calls WHERE status = 200").fetchone()[0]
+        rows = audit.output_averages(provider, model)
+        repairs, generations = audit.repair_counts(provider, model)
+        latency = audit.mean_latency()
     except sqlite3.Error:
         return found  # an older or foreign DB: fall back to the defaults
     finally:
-        conn.close()
+        audit.close()
     for row in rows:
         phase = "generate" if row["phase"] == "repair" else row["phase"]
         if phase in found.measured:
@@ -128,8 +112,8 @@ def audit_averages(settings, provider: str, model: str) -> Averages:
         found.measured[phase] = row["n"]
         if phase == "analyse" and row["bytes"]:
             found.analysis_bytes = row["bytes"]
-    if tries["generations"]:
-        found.repair_rate = (tries["repairs"] or 0) / tries["generations"]
+    if generations:
+        found.repair_rate = repairs / generations
     found.latency_s = latency
     return found
 
@@ -284,18 +268,16 @@ def audit_tokens_since(settings, since: float) -> tuple[int, int, int] | None:
     """(calls, input tokens, output tokens) this marketplace's audit recorded since `since` (epoch)."""
     from datetime import datetime, timezone
 
-    conn = read_only(build.audit_path(settings))
-    if conn is None:
+    audit = AuditDB.reader(settings.audit_db)
+    if audit is None:
         return None
     start = datetime.fromtimestamp(since, timezone.utc).isoformat(timespec="milliseconds")
     try:
-        row = conn.execute("SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0)"
-                           " FROM api_calls WHERE time >= ?", (start,)).fetchone()
+        return audit.usage_since(start)
     except sqlite3.Error:
         return None
     finally:
-        conn.close()
-    return row[0], row[1], row[2]
+        audit.close()
 
 
 def format_quota(settings, throttle) -> str:

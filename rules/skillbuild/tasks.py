@@ -82,7 +82,7 @@ def doit_config() -> dict:
 def _make_progress(plugins: list[str]) -> progress.RunProgress:
     """The run's console lines, log and summary; a run that may touch plugins is also an audit run."""
     s, rid = settings(), run_id()
-    logs = s.build_dir / "logs"
+    logs = s.logs_dir
     if not plugins:  # status, backup, listings: no lock, no audit run, no summary
         return progress.RunProgress(rid, logs, 0, json_lines=s.json_lines, secrets=build.secrets(s))
     _take_run_lock(s, rid)
@@ -94,7 +94,7 @@ def _make_progress(plugins: list[str]) -> progress.RunProgress:
 
     def on_finish(summary: progress.Summary) -> None:
         build.open_audit(s).end_run(rid, summary.counts(), summary.exit_code)
-        runlock.release(s.cache_dir / runlock.LOCK_NAME)
+        runlock.release(s.lock_file)
 
     def usage_of(plugin: str) -> dict[str, int]:
         return build.open_audit(s).run_usage(rid, plugin)
@@ -106,12 +106,12 @@ def _make_progress(plugins: list[str]) -> progress.RunProgress:
 def _take_run_lock(s, rid: str) -> None:
     """One build per marketplace at a time (exit 75 or wait: safety/runlock.py); then clear a killed run's temps."""
     command = redact(" ".join(sys.argv[1:]), build.secrets(s))
-    runlock.acquire_or_exit(s.cache_dir / runlock.LOCK_NAME, rid, command.split(), s.lock_wait)
-    swept = runlock.sweep_leftovers(s.marketplace, s.cache_dir)
+    runlock.acquire_or_exit(s.lock_file, rid, command.split(), s.lock_wait)
+    swept = runlock.sweep_leftovers(s.marketplace, s.cache_dir, s.responses_dir)
     if swept:
         line = (f"removed {len(swept)} temp file(s) left by an interrupted run: "
                 + ", ".join(str(p) for p in swept[:5]) + (" ..." if len(swept) > 5 else ""))
-        progress.append_line(progress.log_path(s.build_dir / "logs", rid), line)
+        progress.append_line(s.log_file(rid), line)
         print(line, flush=True)
 
 

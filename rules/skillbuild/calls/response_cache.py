@@ -3,17 +3,18 @@
 doit saves its state only when a run ends, so a run killed with SIGKILL forgets every task it
 finished; this cache is what keeps those answers. Key = sha256 of the canonical JSON of
 (model, prompt text, inputs, generation config). One file per key, `<dir>/<k[:2]>/<k>.json`,
-written to a temp file, fsynced, then `os.replace`d: a kill mid-write leaves either the old state or
-the complete entry, never a torn one (a stray `.*.tmp` file left by a kill is ignored).
+written by store/writing.py's atomic write: a kill mid-write leaves either the old state or the
+complete entry, never a torn one (a stray `.<key>.*.tmp` file left by a kill is ignored).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from skillbuild.store.writing import atomic_write
 
 FORMAT = 1  # bump when the stored record changes shape; old entries then read as misses
 
@@ -55,21 +56,9 @@ class ResponseCache:
         """Store `value` (a JSON-able dict) atomically and durably."""
         if not isinstance(value, dict):
             raise TypeError("response cache values must be dicts")
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        data = canonical({"format": FORMAT, "key": key, "value": value}).encode("utf-8")
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
-        return target
+        data = canonical({"format": FORMAT, "key": key, "value": value})
+        # Owner-only, as entries have always been: an answer quotes the plugin's files.
+        return atomic_write(self.path(key), data, mode=0o600, prefix=f".{key[:12]}.")
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
@@ -78,16 +67,3 @@ class ResponseCache:
         """Entries on disk (not __len__: an empty cache must still be truthy)."""
         return sum(1 for _ in self.dir.glob("??/*.json")) if self.dir.exists() else 0
 
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from skillbuild.store import sqlite
+
 BUSY_TIMEOUT_S = 5.0  # transactions last milliseconds; this only absorbs bursts of workers
 MAX_STEPS = 10_000  # bound on re-planning loops; hitting it means a bug, not a busy quota
 
@@ -205,9 +207,9 @@ def parse_range(value: Any) -> tuple[float, float]:
 
 
 def throttle_from_settings(settings: Any, clock: Clock | None = None) -> "Throttle":
-    """The shared throttle at build/throttle.sqlite3: the quota belongs to the Google project."""
+    """The shared throttle at `settings.throttle_db`: the quota belongs to the Google project."""
     return Throttle(
-        Path(settings.build_root) / "throttle.sqlite3",
+        settings.throttle_db,
         limits_from_settings(settings),
         wait_for_reset=bool(getattr(settings, "wait_for_reset", False)),
         clock=clock,
@@ -280,39 +282,29 @@ CREATE INDEX IF NOT EXISTS calls_at ON calls (at);
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    conn.row_factory = sqlite3.Row
     # WAL with NORMAL: a commit is durable across a crash of the process, not of the machine, and
     # costs no fsync. Losing the last moments of call records to a power cut is harmless; an fsync per
     # transaction (three per call) is not, at the pace of a time-compressed benchmark.
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
+    return sqlite.connect(path, busy_timeout=BUSY_TIMEOUT_S, synchronous="NORMAL")
 
 
-_KEPT = threading.local()  # this thread's open connections, by DB path
-_INHERITED: list[sqlite3.Connection] = []  # a parent's connections seen after fork: never used or closed
+# Each DB's connections, one per process and thread, kept open between transactions: opening one per
+# transaction, and the WAL checkpoint its close runs, cost more than the transaction. An idle connection
+# holds no lock in WAL mode.
+_KEPT: dict[str, sqlite.PerProcess] = {}
 
 
 def _kept(path: Path) -> sqlite3.Connection:
-    """This thread's connection to `path`, kept open between transactions.
-
-    Opening one per transaction, and the WAL checkpoint its close runs, cost more than the transaction.
-    An idle connection holds no lock in WAL mode. After a fork the child opens its own.
-    """
-    pid = os.getpid()
-    if getattr(_KEPT, "pid", None) != pid:
-        _INHERITED.extend(getattr(_KEPT, "conns", {}).values())
-        _KEPT.pid, _KEPT.conns = pid, {}
+    """This thread's connection to `path` (a forked child opens its own)."""
     key = str(path)
-    if key not in _KEPT.conns:
-        _KEPT.conns[key] = _connect(path)
-    return _KEPT.conns[key]
+    if key not in _KEPT:
+        _KEPT[key] = sqlite.PerProcess(lambda: _connect(path))
+    return _KEPT[key].get()
 
 
 def _drop_kept(path: Path) -> None:
-    conn = getattr(_KEPT, "conns", {}).pop(str(path), None) if getattr(_KEPT, "pid", None) == os.getpid() else None
-    if conn is not None:
-        conn.close()
+    if str(path) in _KEPT:
+        _KEPT[str(path)].drop()
 
 
 class _Tx:
@@ -339,10 +331,8 @@ class _Tx:
 
 
 def _init_db(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     conn = _connect(path)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
     finally:
         conn.close()

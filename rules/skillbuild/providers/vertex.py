@@ -545,7 +545,7 @@ def build(settings: Any, throttle: Any = None) -> VertexProvider:
         model=settings.model or DEFAULT_MODEL, project=settings.project, location=settings.location,
         endpoint=settings.vertex_endpoint, token=settings.vertex_token if settings.vertex_endpoint else None,
         request_timeout=settings.request_timeout, max_attempts=settings.max_attempts,
-        retry_max_seconds=settings.retry_max_seconds, cache_dir=Path(settings.cache_dir) / "responses",
+        retry_max_seconds=settings.retry_max_seconds, cache_dir=settings.responses_dir,
         throttle=throttle, backoff_initial=getattr(settings, "retry_backoff_seconds", 1.0))
 
 

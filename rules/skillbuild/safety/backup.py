@@ -30,6 +30,7 @@ from pathlib import Path
 
 from skillbuild.fingerprints import sha256_file  # noqa: F401  (also re-exported)
 from skillbuild.safety.journal import Journal, Unjournalled
+from skillbuild.store import writing
 
 MANIFEST = "MANIFEST.sha256.json"
 FILES = "files"
@@ -377,6 +378,7 @@ def finish_restore(stage: Path, dest: Path, backup_path: Path) -> int:
         if d.is_symlink() or (d.exists() and not d.is_dir()):
             _remove_path(d)
         d.mkdir(parents=True, exist_ok=True)
+    touched = set()
     for rel in sorted(set(want_files) | set(want_links)):
         staged, target = stage / rel, dest / rel
         if not (staged.exists() or staged.is_symlink()):
@@ -384,7 +386,10 @@ def finish_restore(stage: Path, dest: Path, backup_path: Path) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
-        os.replace(staged, target)
+        os.replace(staged, target)  # the staged copy was fsynced: only the rename is left to make durable
+        touched.add(target.parent)
+    for folder in sorted(touched):
+        writing.fsync_dir(folder)
     for rel, want in want_files.items():
         mode = int(want["mode"], 8)
         if (dest / rel).is_file() and stat.S_IMODE((dest / rel).stat().st_mode) != mode:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
+from skillbuild.config import LOCK_NAME  # noqa: F401  (the lock file's name; settings.lock_file is its path)
 from skillbuild.store import writing
 
-LOCK_NAME = "run.lock"
 EXIT_LOCKED = 75  # sysexits.h EX_TEMPFAIL: cron wrappers and CI can tell "busy" from "failed"
 POLL_SECONDS = 0.2
 
@@ -163,7 +163,7 @@ def release(path: Path) -> None:
         lock.release()
 
 
-def sweep_leftovers(marketplace: Path, cache_dir: Path) -> list[Path]:
+def sweep_leftovers(marketplace: Path, cache_dir: Path, responses_dir: Path) -> list[Path]:
     """Remove temp files that a killed run left (only safe while holding the lock); returns them.
 
     Atomic writes go through `.skillbuild-*.tmp` files (marketplace, analysis, rejected) and the
@@ -171,7 +171,7 @@ def sweep_leftovers(marketplace: Path, cache_dir: Path) -> list[Path]:
     A restore's temp names carry its pid: a live restore's files are left alone.
     """
     found = writing.leftover_temps(marketplace) + writing.leftover_temps(cache_dir)
-    found += sorted((cache_dir / "responses").glob("??/.*.tmp"))
+    found += sorted(responses_dir.glob("??/.*.tmp"))
     removed = []
     for path in found:
         if _live_restore_temp(path):

@@ -33,6 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from skillbuild.store import sqlite
+
 PHASES = ("analyse", "generate", "repair", "skip", "keep", "restore", "backup")
 STATUSES = ("success", "failure", "skipped", "kept")
 BUSY_TIMEOUT_SECONDS = 60.0  # workers wait this long for the write lock before failing
@@ -239,36 +241,31 @@ class AuditError(Exception):
 class AuditDB:
     """The audit trail at `path` (created and migrated on first use)."""
 
-    def __init__(self, path: str | os.PathLike, secrets: Iterable[str] = ()):
+    def __init__(self, path: str | os.PathLike, secrets: Iterable[str] = (), *, read_only: bool = False):
         self.path = Path(path)
         self.secrets = [s for s in secrets if s]
-        self._conn: sqlite3.Connection | None = None
-        self._inherited: list[sqlite3.Connection] = []
-        self._pid = -1
+        self.read_only = read_only
+        self._conns = sqlite.PerProcess(self._open)
         self.connection()  # open and migrate now, so a bad path fails early with its name
+
+    @classmethod
+    def reader(cls, path: str | os.PathLike) -> "AuditDB | None":
+        """The DB opened read-only (nothing created, nothing migrated), or None when it does not exist yet."""
+        return cls(path, read_only=True) if Path(path).is_file() else None
 
     # connection and schema ------------------------------------------------------------------------
 
     def connection(self) -> sqlite3.Connection:
-        """This process's connection; a forked doit worker opens its own."""
-        if self._conn is None or self._pid != os.getpid():
-            if self._conn is not None:
-                # Inherited across a fork: never use or close it here (closing could checkpoint the
-                # parent's WAL); keep a reference so it is not garbage-collected in this process.
-                self._inherited.append(self._conn)
-            self._conn = self._open()
-            self._pid = os.getpid()
-        return self._conn
+        """This process's (and thread's) connection; a forked doit worker opens its own."""
+        return self._conns.get()
 
     def _open(self) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")  # each commit reaches the disk: a kill loses nothing
-            migrate(conn)
+            # FULL: each commit reaches the disk, so a kill loses nothing.
+            conn = sqlite.connect(self.path, busy_timeout=BUSY_TIMEOUT_SECONDS, synchronous="FULL",
+                                  read_only=self.read_only)
+            if not self.read_only:
+                migrate(conn)
         except (sqlite3.Error, OSError) as exc:
             raise AuditError(
                 f"cannot open the audit DB {self.path}: {exc}. Check the folder is writable and the file is "
@@ -277,9 +274,7 @@ class AuditDB:
         return conn
 
     def close(self) -> None:
-        if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
-        self._conn = None
+        self._conns.close_all()
 
     def schema_version(self) -> int:
         return self.connection().execute("PRAGMA user_version").fetchone()[0]
@@ -479,6 +474,50 @@ class AuditDB:
             (*params, limit),
         )
         return [dict(r) for r in rows]
+
+    # what `doit plan` and `doit quota` estimate from -------------------------------------------------
+
+    def output_averages(self, provider: str, model: str) -> list[sqlite3.Row]:
+        """(phase, n, tokens, bytes) per phase: successful calls of this provider and model that reported
+        output tokens, with their mean output tokens and output bytes."""
+        return self.query(
+            "SELECT phase, COUNT(*) AS n, AVG(output_tokens) AS tokens, AVG(output_bytes) AS bytes"
+            " FROM enhancements WHERE status = 'success' AND provider = ? AND model = ?"
+            " AND phase IN ('analyse', 'generate', 'repair') AND output_tokens > 0 GROUP BY phase",
+            (provider, model))
+
+    def repair_counts(self, provider: str, model: str) -> tuple[int, int]:
+        """(repairs, generations) among this provider's and model's generations that passed or met a gate."""
+        row = self.query(
+            "SELECT SUM(phase = 'repair') AS repairs, SUM(phase = 'generate') AS generations FROM enhancements"
+            " WHERE provider = ? AND model = ? AND phase IN ('generate', 'repair')"
+            " AND (status = 'success' OR error_class = 'gate')", (provider, model))[0]
+        return row["repairs"] or 0, row["generations"] or 0
+
+    def mean_latency(self) -> float | None:
+        """Mean seconds of an answered (HTTP 200) attempt."""
+        return self.query("SELECT AVG(latency_seconds) FROM api_calls WHERE status = 200")[0][0]
+
+    def usage_since(self, since: str) -> tuple[int, int, int]:
+        """(attempts, input tokens, output tokens) recorded at or after `since` (ISO UTC text)."""
+        row = self.query("SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0)"
+                         " FROM api_calls WHERE time >= ?", (since,))[0]
+        return row[0], row[1], row[2]
+
+    # what the benches check after a run ---------------------------------------------------------------
+
+    def succeeded_steps(self) -> set[tuple[str, str]]:
+        """{(plugin, phase)} that succeeded at least once."""
+        rows = self.query("SELECT DISTINCT plugin_name, phase FROM enhancements WHERE status = 'success'")
+        return {(r[0], r[1]) for r in rows}
+
+    def open_runs(self) -> int:
+        """Runs started and never closed (a run killed before its end)."""
+        return self.query("SELECT COUNT(*) FROM runs WHERE ended IS NULL")[0][0]
+
+    def attempts_per_plugin(self) -> dict[str, int]:
+        """HTTP attempts recorded per plugin, every run."""
+        return {r[0]: r[1] for r in self.query("SELECT plugin_name, COUNT(*) FROM api_calls GROUP BY 1")}
 
     def last_build_run(self) -> str | None:
         """The README's notion of 'last run': the newest run id with a non-restore row."""

@@ -1,41 +1,65 @@
-"""Every write into the marketplace: back up the old file, then write atomically.
+"""The one atomic write every writer uses (marketplace, cache, backups, reports), and the pre-change backup.
 
 Atomic means a temp file in the same folder, fsync, `os.replace`, fsync of the folder: a reader or a
 crash sees the old file or the complete new one, never a part. Temp names start with `.skillbuild-`
-so a leftover from a power cut is recognisable (and `leftover_temps` finds them).
+(or the prefix a caller gives, e.g. the response cache's `.<key>.`) so a leftover from a power cut is
+recognisable (and `leftover_temps` finds the default ones).
 """
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 TEMP_PREFIX = ".skillbuild-"
+NEW_FILE_MODE = 0o644
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
+def atomic_write(path: str | os.PathLike, data: bytes | str, *, mode: int | None = None,
+                 prefix: str = TEMP_PREFIX) -> Path:
+    """Replace `path` with `data` (text is written as UTF-8). `mode`: the file's permission bits; None keeps
+    an existing file's mode (NEW_FILE_MODE for a new file)."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
+    return _replace(Path(path), lambda handle: handle.write(payload), mode, prefix)
+
+
+def atomic_copy(source: str | os.PathLike, path: str | os.PathLike, *, mode: int | None = None,
+                prefix: str = TEMP_PREFIX) -> Path:
+    """Replace `path` with a copy of the file `source`, streamed (a plugin file may be large)."""
+    def fill(handle: BinaryIO) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, handle)
+
+    return _replace(Path(path), fill, mode, prefix)
+
+
+def _replace(path: Path, fill: Callable[[BinaryIO], object], mode: int | None, prefix: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=path.parent)
+    fd, temp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+            fill(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        if path.exists():
+        if mode is not None:
+            os.chmod(temp, mode)
+        elif path.exists():
             shutil.copymode(path, temp)
         else:
-            os.chmod(temp, 0o644)
+            os.chmod(temp, NEW_FILE_MODE)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+    return path
 
 
 def fsync_dir(folder: Path) -> None:
-    """Make a rename or a new entry in `folder` durable."""
+    """Make a rename in `folder` durable (POSIX)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

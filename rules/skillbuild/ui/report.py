@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from skillbuild.store.audit import STATUSES, AuditDB, Outcome
+from skillbuild.store.writing import atomic_copy, atomic_write
 
 TARGET_BYTES = (8000, 14000)  # SKILL.md size the generator aims for
 TIME_BINS = (0, 5, 10, 20, 30, 60, 120, 300)  # seconds; the last bin is open-ended
@@ -111,8 +112,9 @@ def _num(x: float) -> str:
 
 
 def report_data(audit: AuditDB, quota_rpd: int, skill_sizes: dict[str, int] | None = None,
-                today: str | None = None) -> dict[str, Any]:
-    """Every figure the page shows. `skill_sizes` (plugin -> bytes on disk) overrides the audit's output_bytes."""
+                today: str | None = None, quota_basis: str | None = None) -> dict[str, Any]:
+    """Every figure the page shows. `skill_sizes` (plugin -> bytes on disk) overrides the audit's output_bytes;
+    `quota_basis` says where `quota_rpd` comes from (e.g. "rpd 1500 / safety factor 3")."""
     built, failed, pct = audit.success_rate()
     seconds = audit.plugin_seconds()
     sizes = skill_sizes if skill_sizes is not None else audit.skill_sizes()
@@ -139,6 +141,7 @@ def report_data(audit: AuditDB, quota_rpd: int, skill_sizes: dict[str, int] | No
         "tokens_in": sum(d["input_tokens"] for d in per_day),
         "tokens_out": sum(d["output_tokens"] for d in per_day),
         "quota_rpd": quota_rpd,
+        "quota_basis": quota_basis,
         "failures": audit.failures(limit=100),
     }
 
@@ -302,8 +305,9 @@ def _section_calls(d: dict) -> str:
         f'<td>{_e(x["day"])}</td><td class="n">{x["calls"]}</td><td class="n">{x["errors"]}</td>'
         f'<td class="n">{x["retried"]}</td><td class="n">{x["input_tokens"]}</td>'
         f'<td class="n">{x["output_tokens"]}</td></tr>' for x in days)
+    basis = f" ({_e(d['quota_basis'])}: the daily budget the throttle allows)" if d.get("quota_basis") else ""
     return (f'<h2>API calls per day</h2><p>quota <span id="quota-rpd" data-value="{quota}">{quota}</span> '
-            f'requests per day (dashed line)</p>'
+            f'requests per day{basis} (dashed line)</p>'
             + svg_bars("chart-calls", labels, series, hline=(quota, f"quota {quota}") if quota else None)
             + _legend([("answered", "#2e7d32"), ("errors", "#c62828")])
             + f'<table id="calls-per-day"><tr><th>day (UTC)</th><th>calls</th><th>errors</th><th>retried</th>'
@@ -332,22 +336,12 @@ def render_html(d: dict) -> str:
 
 
 def write_html(audit_db: AuditDB | str | os.PathLike, out_path: str | os.PathLike, quota_rpd: int,
-               skill_sizes: dict[str, int] | None = None) -> Path:
+               skill_sizes: dict[str, int] | None = None, quota_basis: str | None = None) -> Path:
     """Write the report page (atomically: a reader never sees half a page) and return its path."""
     audit = audit_db if isinstance(audit_db, AuditDB) else AuditDB(audit_db)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(render_html(report_data(audit, quota_rpd, skill_sizes)), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out_path, render_html(report_data(audit, quota_rpd, skill_sizes, quota_basis=quota_basis)))
 
 
 def copy_latest(page: str | os.PathLike, latest: str | os.PathLike) -> Path:
     """Copy a marketplace's report to the shared `build/report.html` (atomically), the page to open first."""
-    src, dest = Path(page), Path(latest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(src.read_bytes())
-    os.replace(tmp, dest)
-    return dest
+    return atomic_copy(page, latest)
