@@ -220,6 +220,16 @@ class Settings:
         return chosen
 
     @property
+    def model_id(self) -> str:
+        """The model that answers, decided here only: recorded in provenance, the audit DB, cache keys and
+        doit's task config, and sent to the API."""
+        if self.provider == "offline":
+            from skillbuild.providers.offline import MODEL
+
+            return MODEL
+        return self.values["model"]
+
+    @property
     def marketplace_id(self) -> str:
         return marketplace_id(self.marketplace)
 
