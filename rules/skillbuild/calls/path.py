@@ -170,12 +170,16 @@ class Caller:
         return self.provider.generation_request(plugin, analysis, prompt, feedback)
 
     def cached_analysis(self, plugin: PluginContext, prompt: str) -> Result | None:
-        """The cached answer `analyse` would return without a call, or None."""
+        """The cached answer `analyse` would return without a call, or None (always, without a cache)."""
+        if self.cache is None:
+            return None
         return self._cached(self.analysis_request(plugin, prompt), _valid_analysis)
 
     def cached_generation(self, plugin: PluginContext, analysis: dict, prompt: str,
                           feedback: list[str] | None = None) -> Result | None:
-        """The cached answer `generate` would return without a call, or None."""
+        """The cached answer `generate` would return without a call, or None (always, without a cache)."""
+        if self.cache is None:
+            return None
         return self._cached(self.generation_request(plugin, analysis, prompt, feedback), _valid_generation)
 
     # -- the cache
