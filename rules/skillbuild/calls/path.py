@@ -19,14 +19,15 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
-
-import tenacity
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from skillbuild.calls.response_cache import ResponseCache
 from skillbuild.providers.base import (Failure, PluginContext, Provider, ProviderError, Reply, Request, Result,
                                        Usage)
 from skillbuild.skill.schema import best_error
+
+if TYPE_CHECKING:
+    import tenacity
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 NETWORK_KINDS = frozenset({"timeout", "connection"})
@@ -70,6 +71,8 @@ class Retry:
 
     def wait(self, state: tenacity.RetryCallState) -> float:
         """Exponential backoff with jitter, never shorter than the server's RetryInfo delay."""
+        import tenacity
+
         base = tenacity.wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max,
                                                 jitter=self.backoff_initial)(state)
         exc = state.outcome.exception() if state.outcome else None
@@ -212,6 +215,8 @@ class Caller:
 
     def send(self, request: Request, usage: Usage) -> Reply:
         """One request through tenacity; every attempt passes the throttle and is recorded in `usage`."""
+        import tenacity  # deferred: loading doit's tasks imports this module and must stay fast
+
         started = time.monotonic()
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.retry.max_attempts)
