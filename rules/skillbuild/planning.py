@@ -5,8 +5,9 @@ state. Neither sends an API call nor writes to the marketplace.
 
 A stale plugin needs an analysis call and a generation call, each unless the response cache already
 holds its answer. The cache keys come from the call path (`Caller.cached_analysis` / `cached_generation`,
-keyed on the requests the provider builds), so a hit counted here is a hit in the build. A generation whose analysis is
-not cached yet cannot be cached either (its request holds that analysis), so it counts as a call.
+keyed on the requests the provider builds), so a hit counted here is a hit in the build. A generation
+whose analysis is not cached yet cannot be cached either (its request holds that analysis), so it
+counts as a call.
 """
 from __future__ import annotations
 
@@ -331,4 +332,3 @@ def format_quota(settings, throttle) -> str:
                          f"{d['peak_per_minute']:>8}")
     lines.append("\nrecommendation: " + recommend(days, lim))
     return "\n".join(lines)
-
