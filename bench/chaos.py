@@ -49,7 +49,7 @@ from skillbuild.store import writing  # noqa: E402
 from skillbuild.store.audit import AuditDB  # noqa: E402
 from skillbuild.config import load_settings  # noqa: E402
 from skillbuild.testing.fakevertex import FakeVertex  # noqa: E402
-from skillbuild.providers import vertex  # noqa: E402
+from skillbuild import calls  # noqa: E402
 from skillbuild.calls.response_cache import ResponseCache  # noqa: E402
 
 # The shared corpus sits beside the checkout (../shared/corpus/...); pass another path as an argument.
@@ -172,26 +172,23 @@ class Call:
 def expected_calls(settings) -> list[Call]:
     """Every call a full build makes, with its cache key and prompt digest, rebuilt the way the provider
     builds them (generation needs the stored analysis, so call this after the final run)."""
-    provider = vertex.build(settings)
-    calls = []
+    caller = calls.caller_for(settings, paced=False)
+    found = []
     prompts = {p: build.read_prompt(settings, p) for p in ("analysis", "generation")}
-    analyse_config = provider._config(vertex.ANALYSIS_MAX_TOKENS, json_mode=True)
-    generate_config = provider._config(vertex.GENERATION_MAX_TOKENS, json_mode=False)
     for plugin in targets(settings).values():
         from skillbuild.ui import status
 
         if status.is_kept(plugin, settings.keep_min_bytes):
             continue
         ctx = discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget)
-        message = vertex.analysis_message(ctx)
-        calls.append(Call(plugin, "analyse", provider._cache_key(prompts["analysis"], message, analyse_config),
-                          digest(message)))
+        request = caller.analysis_request(ctx, prompts["analysis"])
+        found.append(Call(plugin, "analyse", calls.cache_key(request), digest(request.message)))
         stored = build.analysis_path(settings, plugin)
         if stored.exists():
-            message = vertex.generation_message(ctx, json.loads(stored.read_text(encoding="utf-8")), None)
-            calls.append(Call(plugin, "generate",
-                              provider._cache_key(prompts["generation"], message, generate_config), digest(message)))
-    return calls
+            request = caller.generation_request(ctx, json.loads(stored.read_text(encoding="utf-8")),
+                                                prompts["generation"])
+            found.append(Call(plugin, "generate", calls.cache_key(request), digest(request.message)))
+    return found
 
 
 def digest(text: str) -> str:
@@ -215,17 +212,17 @@ class Ledger:
 
 def ledger(settings, server_stats: dict) -> Ledger:
     """Compare the response cache, the audit DB and the server's request log."""
-    calls = expected_calls(settings)
+    expected = expected_calls(settings)
     cache = ResponseCache(settings.responses_dir)
     answered: dict[str, list[float]] = {}
     for req in server_stats["requests"]:
         if req["status"] == 200:
             answered.setdefault(req["digest"], []).append(req["time"])
     rows = _success_rows(settings.audit_db)
-    out = Ledger(requests_total=server_stats["requests_total"], distinct_keys=len({c.key for c in calls}))
-    known = {c.digest for c in calls}
+    out = Ledger(requests_total=server_stats["requests_total"], distinct_keys=len({c.key for c in expected}))
+    known = {c.digest for c in expected}
     out.unexpected_requests = sum(len(t) for d, t in answered.items() if d not in known)
-    for call in calls:
+    for call in expected:
         entry = cache.get(call.key)
         if entry is None:
             continue
@@ -270,8 +267,7 @@ def tree_differences(a: Path, b: Path) -> list[str]:
 
 def determinism(settings, count: int = 3) -> tuple[int, list[str]]:
     """Send the same analysis and generation requests twice (no cache) and compare the answers."""
-    provider = vertex.build(settings)
-    provider.cache = None
+    provider = calls.caller_for(settings, paced=False, cached=False)
     prompts = {p: build.read_prompt(settings, p) for p in ("analysis", "generation")}
     checked, differ = 0, []
     for plugin in list(targets(settings).values())[:count]:

@@ -18,7 +18,8 @@ from skillbuild.skill import validation
 from skillbuild.config import load_settings
 from skillbuild.providers.base import ProviderError
 from skillbuild.skill.schema import analysis_schema
-from skillbuild.providers.vertex import build, generation_message, preflight, vertex_schema
+from skillbuild.calls import caller_for, preflight
+from skillbuild.providers.vertex import generation_message, vertex_schema
 
 SCHEMA = analysis_schema()
 PLUGIN = sample_plugin()
@@ -41,7 +42,7 @@ def assert_no_token(exc: ProviderError) -> None:
 
 
 class RecordingThrottle:
-    """The throttle interface of rules/throttle.py, recording what the provider tells it."""
+    """The throttle interface of skillbuild/calls/throttle.py, recording what the call path tells it."""
 
     def __init__(self, refuse: bool = False):
         self.acquired: list[int] = []
@@ -55,6 +56,12 @@ class RecordingThrottle:
 
     def record(self, status, retry_after=None, tokens=0) -> None:
         self.recorded.append((status, retry_after, tokens))
+
+    def mark_sent(self) -> None:
+        pass
+
+    def plugin_done(self) -> None:
+        pass
 
 
 # ----------------------------------------------------------------------------- the happy path
@@ -311,7 +318,8 @@ def test_unparseable_reply_is_a_clear_error(tmp_path):
 
 def settings_for(tmp_path, url: str, **extra: str):
     env = {"SKILLBUILD_VERTEX_ENDPOINT": url, "SKILLBUILD_VERTEX_TOKEN": TOKEN, "GOOGLE_CLOUD_PROJECT": PROJECT,
-           "SKILLBUILD_CACHE_ROOT": str(tmp_path / "cache"), "SKILLBUILD_REQUEST_TIMEOUT": "2",
+           "SKILLBUILD_CACHE_ROOT": str(tmp_path / "cache"), "SKILLBUILD_BUILD_ROOT": str(tmp_path / "build"),
+           "SKILLBUILD_REQUEST_TIMEOUT": "2",
            "SKILLBUILD_MAX_ATTEMPTS": "2", "SKILLBUILD_PROVIDER": "vertex"}
     env.update(extra)
     return load_settings(env=env, pyproject=tmp_path / "absent.toml")
@@ -319,18 +327,19 @@ def settings_for(tmp_path, url: str, **extra: str):
 
 def test_build_from_settings_uses_the_endpoint_and_the_cache(fake_vertex, tmp_path):
     settings = settings_for(tmp_path, fake_vertex.url)
-    provider = build(settings)
+    caller = caller_for(settings, paced=False)
+    provider = caller.provider
     assert (provider.model, provider.project, provider.endpoint) == ("gemini-2.5-flash", PROJECT, fake_vertex.url)
-    provider.analyse(PLUGIN, ANALYSIS_PROMPT)
+    caller.analyse(PLUGIN, ANALYSIS_PROMPT)
     entries = list((settings.cache_dir / "responses").rglob("*.json"))
     assert len(entries) == 1 and fake_vertex.stats()["requests_total"] == 1
 
 
 def test_preflight_reports_success_and_what_to_fix(fake_vertex_factory, tmp_path):
     server = fake_vertex_factory(models=("gemini-2.5-flash",))
-    ok, message = preflight(settings_for(tmp_path, server.url))
+    ok, message = preflight(settings_for(tmp_path, server.url), paced=False)
     assert ok and "gemini-2.5-flash" in message and PROJECT in message
-    ok, message = preflight(settings_for(tmp_path, server.url, SKILLBUILD_MODEL="gemini-9-nonexistent"))
+    ok, message = preflight(settings_for(tmp_path, server.url, SKILLBUILD_MODEL="gemini-9-nonexistent"), paced=False)
     assert not ok and "gemini-9-nonexistent" in message and "not found" in message
     assert TOKEN not in message
     assert server.stats()["requests_total"] == 2, "a preflight always reaches the service, and only once"
@@ -342,11 +351,11 @@ def test_missing_application_default_credentials_is_a_clear_setup_error(tmp_path
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # an empty gcloud config: no ADC file
     monkeypatch.setenv("NO_GCE_CHECK", "true")  # and no metadata-server probe (loopback only)
     env = {"GOOGLE_CLOUD_PROJECT": PROJECT, "SKILLBUILD_CACHE_ROOT": str(tmp_path / "cache"),
-           "SKILLBUILD_PROVIDER": "vertex"}
+           "SKILLBUILD_BUILD_ROOT": str(tmp_path / "build"), "SKILLBUILD_PROVIDER": "vertex"}
     settings = load_settings(env=env, pyproject=tmp_path / "absent.toml")
     with pytest.raises(ProviderError) as failed:
-        build(settings).analyse(PLUGIN, ANALYSIS_PROMPT)
+        caller_for(settings, paced=False).analyse(PLUGIN, ANALYSIS_PROMPT)
     assert failed.value.kind == "config" and "gcloud auth application-default login" in str(failed.value)
     assert failed.value.usage.calls == 0
-    ok, message = preflight(settings)
+    ok, message = preflight(settings, paced=False)
     assert not ok and "application-default login" in message

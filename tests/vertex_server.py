@@ -52,15 +52,22 @@ def fake_vertex(fake_vertex_factory: Callable[..., FakeVertex]) -> FakeVertex:
 
 
 def make_provider(server: FakeVertex | str, cache_dir: Path | None = None, **options: Any):
-    """A VertexProvider on the fake server with test-sized timeouts and backoff."""
+    """A VertexProvider on the fake server behind the call path (cache, throttle, retries), with test-sized
+    timeouts and backoff. Options name either the provider's or the call path's settings."""
+    from skillbuild.calls import Caller, Retry
+    from skillbuild.calls.response_cache import ResponseCache
     from skillbuild.providers.vertex import VertexProvider
 
     url = server if isinstance(server, str) else server.url
     settings = dict(model="gemini-2.5-flash", project=PROJECT, location=LOCATION, endpoint=url, token=TOKEN,
                     request_timeout=2.0, max_attempts=4, retry_max_seconds=20.0, backoff_initial=0.05,
-                    backoff_max=0.5, cache_dir=cache_dir)
+                    backoff_max=0.5, cache_dir=cache_dir, throttle=None)
     settings.update(options)
-    return VertexProvider(**settings)
+    retry = Retry(settings.pop("max_attempts"), settings.pop("retry_max_seconds"), settings.pop("backoff_initial"),
+                  settings.pop("backoff_max"))
+    cache_dir, throttle = settings.pop("cache_dir"), settings.pop("throttle")
+    cache = ResponseCache(cache_dir) if cache_dir else None
+    return Caller(VertexProvider(**settings), cache=cache, throttle=throttle, retry=retry)
 
 
 def sample_plugin(name: str = "release-notes-helper") -> PluginContext:

@@ -22,7 +22,8 @@ from skillbuild.store import writing
 from skillbuild.store.audit import AuditDB
 from skillbuild.discovery import Plugin
 from skillbuild.fingerprints import files_hash, text_hash
-from skillbuild.providers import ProviderError, make_provider
+from skillbuild.calls import Caller, caller_for
+from skillbuild.providers import ProviderError
 from skillbuild.providers.base import Result, Usage
 
 def prompt_path(settings, phase: str) -> Path:
@@ -78,36 +79,9 @@ def provenance_fields(settings, plugin: Plugin, provider_name: str, model: str) 
     }
 
 
-_THROTTLES: dict[str, Any] = {}
-
-
-def _throttle(settings):
-    """One throttle object per worker process; its state is shared through the DB file."""
-    from skillbuild.calls.throttle import throttle_from_settings
-
-    key = str(settings.throttle_db)
-    if key not in _THROTTLES:
-        _THROTTLES[key] = throttle_from_settings(settings)
-    return _THROTTLES[key]
-
-
-def provider_for(settings):
-    """The configured provider; API providers pace every HTTP attempt through the shared throttle."""
-    return make_provider(settings, None if settings.provider == "offline" else _throttle(settings))
-
-
-def model_id(settings) -> str:
-    """The model the configured provider answers with (recorded in provenance), without loading the SDK."""
-    if settings.provider == "offline":
-        from skillbuild.providers.offline import MODEL
-
-        return MODEL
-    return settings.model
-
-
 def expected_provenance(settings) -> Callable[[Plugin], dict[str, str]]:
     """What a current SKILL.md of each plugin would carry: `doit status` and `doit plan` compare against it."""
-    return lambda plugin: provenance_fields(settings, plugin, settings.provider, model_id(settings))
+    return lambda plugin: provenance_fields(settings, plugin, settings.provider, settings.model_id)
 
 
 def _context(settings, plugin: Plugin):
@@ -125,9 +99,9 @@ def _keep_rejected(settings, plugin: Plugin, name: str, text: str, reasons: list
 class Step:
     """One provider call of one phase, timed and written to the audit DB (with its HTTP attempts)."""
 
-    def __init__(self, settings, plugin: Plugin, run_id: str, phase: str, provider, prompt: str):
+    def __init__(self, settings, plugin: Plugin, run_id: str, phase: str, caller: Caller, prompt: str):
         self.settings, self.plugin, self.run_id, self.phase = settings, plugin, run_id, phase
-        self.provider, self.prompt = provider, prompt
+        self.caller, self.prompt = caller, prompt
         self.usage = Usage()
         self.started = time.monotonic()
 
@@ -150,7 +124,7 @@ class Step:
         audit = open_audit(self.settings)
         audit.record(
             self.run_id, self.plugin.name, self.plugin.rel, self.phase, status,
-            provider=self.provider.name, model=self.provider.model, prompt_hash=text_hash(self.prompt)[:16],
+            provider=self.caller.name, model=self.caller.model, prompt_hash=text_hash(self.prompt)[:16],
             input_hash=source_hash(self.plugin)[:16], processing_time_seconds=round(seconds, 3),
             input_tokens=self.usage.input_tokens, output_tokens=self.usage.output_tokens,
             attempts=len(self.usage.attempts) or self.usage.calls,
@@ -168,12 +142,12 @@ def _stopped(plugin: Plugin, phase: str, exc: Exception) -> TaskFailed:
 
 
 def analyse(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
-    """Phase 1: provider analysis, schema-checked, saved as cache/<m>/analysis/<plugin>.json."""
-    provider = provider_for(settings)
+    """Phase 1: analysis through the call path, schema-checked, saved as cache/<m>/analysis/<plugin>.json."""
+    caller = caller_for(settings)
     prompt = read_prompt(settings, "analysis")
-    step = Step(settings, plugin, run_id, "analyse", provider, prompt)
+    step = Step(settings, plugin, run_id, "analyse", caller, prompt)
     try:
-        result = step.call(lambda: provider.analyse(_context(settings, plugin), prompt))
+        result = step.call(lambda: caller.analyse(_context(settings, plugin), prompt))
     except Exception as exc:  # recorded by the step
         return _stopped(plugin, "analysis", exc)
     text = json.dumps(result.value, indent=2, ensure_ascii=False, sort_keys=True, default=str) + "\n"
@@ -203,41 +177,42 @@ def _load_analysis(settings, plugin: Plugin) -> dict:
     return data
 
 
-def _candidate(settings, plugin: Plugin, provider, step: Step, make: Callable[[], Result]) -> tuple[str, list[str]]:
+def _candidate(settings, plugin: Plugin, caller: Caller, step: Step,
+               make: Callable[[], Result]) -> tuple[str, list[str]]:
     """One generation (or repair) call, gated; provenance is added only to a candidate that passed."""
     text = step.call(make).value
-    reasons = gate(settings, plugin, provider.name, text)
+    reasons = gate(settings, plugin, caller.name, text)
     if not reasons:
-        text = skillmd.with_provenance(text, provenance_fields(settings, plugin, provider.name, provider.model))
-        reasons = gate(settings, plugin, provider.name, text)
+        text = skillmd.with_provenance(text, provenance_fields(settings, plugin, caller.name, caller.model))
+        reasons = gate(settings, plugin, caller.name, text)
     return text, reasons
 
 
 def build_skill(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     """Phase 2: generate, pass the gates (one repair with the reasons), back up, write atomically."""
     assert plugin.target is not None and plugin.path is not None
-    provider = provider_for(settings)
+    caller = caller_for(settings)
     try:
-        return _build_skill(settings, plugin, run_id, provider)
+        return _build_skill(settings, plugin, run_id, caller)
     finally:
-        if settings.provider != "offline":
-            _throttle(settings).plugin_done()  # the optional rest every N plugins
+        caller.plugin_done()  # the throttle's optional rest every N plugins
 
 
-def _build_skill(settings, plugin: Plugin, run_id: str, provider) -> TaskFailed | dict:
+def _build_skill(settings, plugin: Plugin, run_id: str, caller: Caller) -> TaskFailed | dict:
+    """The repair is decided here, not in a provider: it needs the gates' reasons and an audit row per call."""
     prompt = read_prompt(settings, "generation")
     context = _context(settings, plugin)
     events: list[dict] = []
-    step = Step(settings, plugin, run_id, "generate", provider, prompt)
+    step = Step(settings, plugin, run_id, "generate", caller, prompt)
     try:
         analysis = _load_analysis(settings, plugin)
-        text, reasons = _candidate(settings, plugin, provider, step,
-                                   lambda: provider.generate(context, analysis, prompt))
-        if reasons and getattr(provider, "can_repair", True):
+        text, reasons = _candidate(settings, plugin, caller, step,
+                                   lambda: caller.generate(context, analysis, prompt))
+        if reasons and caller.can_repair:
             events.append(step.record("failure", text, error_class="gate", error_message="; ".join(reasons)))
-            step = Step(settings, plugin, run_id, "repair", provider, prompt)
-            text, reasons = _candidate(settings, plugin, provider, step,
-                                       lambda: provider.generate(context, analysis, prompt, feedback=reasons))
+            step = Step(settings, plugin, run_id, "repair", caller, prompt)
+            text, reasons = _candidate(settings, plugin, caller, step,
+                                       lambda: caller.generate(context, analysis, prompt, feedback=reasons))
     except (ValueError, OSError) as exc:
         step.record("failure", error_class=type(exc).__name__, error_message=str(exc))
         return _stopped(plugin, "generation", exc)

@@ -221,6 +221,16 @@ class Settings:
             return "vertex" if self.values["project"] else "offline"
         return chosen
 
+    @property
+    def model_id(self) -> str:
+        """The model that answers, decided here only: recorded in provenance, the audit DB, cache keys and
+        doit's task config, and sent to the API."""
+        if self.provider == "offline":
+            from skillbuild.providers.offline import MODEL
+
+            return MODEL
+        return self.values["model"]
+
     @cached_property
     def marketplace_id(self) -> str:
         """Computed once: every path below and every task's setup asks for it."""

@@ -144,12 +144,13 @@ def check(settings) -> TaskFailed | None:
         print("provider: offline: no account is needed; it makes no API calls. To use Gemini on Vertex AI, set "
               "provider=vertex and GOOGLE_CLOUD_PROJECT, then run `doit check` again.", flush=True)
         return None
-    from skillbuild.providers import ProviderError, vertex
-    from skillbuild.calls.throttle import QuotaExhausted, throttle_from_settings
+    from skillbuild import calls
+    from skillbuild.calls.throttle import QuotaExhausted
+    from skillbuild.providers import ProviderError
 
     print("\n".join(_vertex_setting_lines(settings)), flush=True)
     try:
-        ok, message = vertex.preflight(settings, throttle_from_settings(settings))
+        ok, message = calls.preflight(settings)
     except (ProviderError, QuotaExhausted, ValueError) as exc:  # bad setup or today's budget spent
         ok, message = False, f"Vertex AI preflight could not run: {exc}"
     print(message, flush=True)
@@ -207,12 +208,12 @@ def write_report(settings, market) -> TaskFailed | None:
 
 def print_plan(settings, market) -> TaskFailed | None:
     """`doit plan`: computed from files and recorded data only; a bad setting fails with its name."""
-    from skillbuild import build, planning
+    from skillbuild import build, calls, planning
     from skillbuild.providers import ProviderError
 
     try:
-        throttle = planning.throttle_for(settings) if settings.provider != "offline" else None
-        plan = planning.make_plan(settings, market, build.expected_provenance(settings), build.model_id(settings),
+        throttle = calls.throttle_for(settings) if settings.provider != "offline" else None
+        plan = planning.make_plan(settings, market, build.expected_provenance(settings), settings.model_id,
                                   throttle)
     except (ValueError, RuntimeError, ProviderError, FileNotFoundError) as exc:
         return TaskFailed(f"plan: {exc}")
@@ -222,10 +223,10 @@ def print_plan(settings, market) -> TaskFailed | None:
 
 def print_quota(settings) -> TaskFailed | None:
     """`doit quota`: today's calls, budget left, 429s, pace and a recommendation."""
-    from skillbuild import planning
+    from skillbuild import calls, planning
 
     try:
-        text = planning.format_quota(settings, planning.throttle_for(settings))
+        text = planning.format_quota(settings, calls.throttle_for(settings))
     except (ValueError, RuntimeError) as exc:
         return TaskFailed(f"quota: {exc}")
     print(text, flush=True)

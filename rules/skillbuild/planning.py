@@ -4,9 +4,10 @@ Both only read: the marketplace, the response cache, the audit DB (opened read-o
 state. Neither sends an API call nor writes to the marketplace.
 
 A stale plugin needs an analysis call and a generation call, each unless the response cache already
-holds its answer. The cache keys come from the provider itself (`VertexProvider.cached_analysis` /
-`cached_generation`), so a hit counted here is a hit in the build. A generation whose analysis is
-not cached yet cannot be cached either (its request holds that analysis), so it counts as a call.
+holds its answer. The cache keys come from the call path (`Caller.cached_analysis` / `cached_generation`,
+keyed on the requests the provider builds), so a hit counted here is a hit in the build. A generation
+whose analysis is not cached yet cannot be cached either (its request holds that analysis), so it
+counts as a call.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from skillbuild import discovery, build
 from skillbuild.store.audit import AuditDB
 from skillbuild.ui import status
 from skillbuild.discovery import Marketplace, Plugin
-from skillbuild.calls.throttle import Limits, eta_seconds, format_time, limits_from_settings, recommend
+from skillbuild.calls.throttle import Limits, eta_seconds, format_time, recommend
 
 # Output tokens per call before the audit DB has measured any (Gemini 2.5 Flash, thinking included).
 DEFAULT_OUTPUT_TOKENS = {"analyse": 1500, "generate": 3500}
@@ -125,13 +126,13 @@ def _tokens(*texts: str) -> int:
     return sum(len(t.encode("utf-8")) for t in texts) // BYTES_PER_TOKEN
 
 
-def _api_plan(provider, plugin: Plugin, reason: str, context, prompts: dict[str, str],
+def _api_plan(caller, plugin: Plugin, reason: str, context, prompts: dict[str, str],
               avg: Averages) -> PluginPlan:
     """Calls and tokens of one stale plugin with an API provider; cache hits cost nothing."""
     plan = PluginPlan(plugin.key, reason, analysis_call=True, generation_call=True)
-    hit = provider.cached_analysis(context, prompts["analysis"])
-    message, _ = provider.analysis_request(context)
+    hit = caller.cached_analysis(context, prompts["analysis"])
     if hit is None:
+        message = caller.analysis_request(context, prompts["analysis"]).message
         plan.input_tokens += _tokens(prompts["analysis"], message)
         plan.output_tokens += round(avg.output_tokens["analyse"])
         analysis: dict = {}
@@ -139,9 +140,9 @@ def _api_plan(provider, plugin: Plugin, reason: str, context, prompts: dict[str,
     else:
         plan.analysis_call = False
         analysis, extra = hit.value, 0
-        plan.generation_call = provider.cached_generation(context, analysis, prompts["generation"]) is None
+        plan.generation_call = caller.cached_generation(context, analysis, prompts["generation"]) is None
     if plan.generation_call:
-        message, _ = provider.generation_request(context, analysis)
+        message = caller.generation_request(context, analysis, prompts["generation"]).message
         plan.input_tokens += _tokens(prompts["generation"], message) + extra
         plan.output_tokens += round(avg.output_tokens["generate"])
     return plan
@@ -162,13 +163,13 @@ def make_plan(settings, market: Marketplace, expected_for: Callable[[Plugin], di
     if settings.provider == "offline":
         plan.plugins = [PluginPlan(p.key, why, False, False) for p, why in stale]
         return plan
-    from skillbuild.providers import make_provider
+    from skillbuild.calls import caller_for
 
-    provider = make_provider(settings)  # no throttle: nothing is sent, only cache keys are computed
+    caller = caller_for(settings, paced=False)  # nothing is sent: only cache keys are computed
     prompts = {name: build.read_prompt(settings, name) for name in ("analysis", "generation")}
     for plugin, why in stale:
         context = discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget)
-        plan.plugins.append(_api_plan(provider, plugin, why, context, prompts, avg))
+        plan.plugins.append(_api_plan(caller, plugin, why, context, prompts, avg))
     if throttle is not None:
         plan.limits, plan.snapshot = throttle.limits, throttle.snapshot()
     return plan
@@ -313,11 +314,3 @@ def format_quota(settings, throttle) -> str:
                          f"{d['peak_per_minute']:>8}")
     lines.append("\nrecommendation: " + recommend(days, lim))
     return "\n".join(lines)
-
-
-def throttle_for(settings):
-    """The shared throttle (its state DB is created if missing: it is not part of the marketplace)."""
-    from skillbuild.calls.throttle import throttle_from_settings
-
-    limits_from_settings(settings)  # a bad setting fails here with its name
-    return throttle_from_settings(settings)

@@ -126,13 +126,13 @@ def _input_names(plugin: Plugin) -> dict[str, str]:
 
 
 def _analysis_config(s, plugin: Plugin) -> dict[str, str]:
-    return {"provider": s.provider, "model": build.model_id(s), **_input_names(plugin),
+    return {"provider": s.provider, "model": s.model_id, **_input_names(plugin),
             **s.fingerprint("input_file_budget", "input_total_budget")}
 
 
 def _skill_config(s, plugin: Plugin) -> dict[str, str]:
     low, high = s.gate_bounds(s.provider)
-    return {"provider": s.provider, "model": build.model_id(s), "bounds": f"{low}-{high}", **_input_names(plugin),
+    return {"provider": s.provider, "model": s.model_id, "bounds": f"{low}-{high}", **_input_names(plugin),
             **s.fingerprint("skill_path", "max_body_lines", "input_file_budget", "input_total_budget")}
 
 

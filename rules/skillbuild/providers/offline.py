@@ -12,7 +12,7 @@ from typing import Any
 
 from skillbuild.skill import skillmd, validation
 from skillbuild.discovery import read_frontmatter_fields
-from skillbuild.providers.base import InputFile, PluginContext, ProviderError, Result
+from skillbuild.providers.base import InputFile, PluginContext, Provider, ProviderError, Result
 
 MODEL = "extractive-v1"
 BODY_BUDGET = 12_000  # bytes of body, leaving room for frontmatter and provenance under 14,000
@@ -101,7 +101,7 @@ def _keywords(plugin: PluginContext) -> list[str]:
     return [clean_inline(str(w)) for w in words if isinstance(w, (str, int)) and clean_inline(str(w))][:12]
 
 
-class OfflineProvider:
+class OfflineProvider(Provider):
     name = "offline"
     model = MODEL
     can_repair = False  # deterministic: a second try would give the same text

@@ -344,7 +344,7 @@ class AuditDB:
     ) -> int:
         """Store each HTTP attempt (Usage.attempts) in one transaction; returns how many.
 
-        Attempt keys read (as providers/vertex.py writes them): time (ISO or epoch), status (HTTP
+        Attempt keys read (as skillbuild/calls/path.py writes them): time (ISO or epoch), status (HTTP
         status; None when no response), latency_s, input_tokens, output_tokens, retried (default: every
         attempt but the last), error (text).
         """
