@@ -5,7 +5,6 @@ Dependencies are computed when tasks load (no calc_dep), so `doit list --status`
 from __future__ import annotations
 
 import os
-import sys
 import time
 from functools import lru_cache
 
@@ -13,10 +12,9 @@ from doit import doit_cmd
 from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
-from skillbuild import maintenance, build
-from skillbuild.safety import archive, interrupt, runlock
+from skillbuild import build, maintenance, run
+from skillbuild.safety import archive, interrupt
 from skillbuild.ui import progress, status
-from skillbuild.store.audit import redact
 from skillbuild.config import ConfigError, load_settings
 from skillbuild.discovery import DiscoveryError, Marketplace, Plugin, discover
 from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, file_xxh3
@@ -67,6 +65,7 @@ def doit_config() -> dict:
         raise InvalidDodoFile(f"skillbuild: {exc}") from None
     s.cache_dir.mkdir(parents=True, exist_ok=True)
     interrupt.install()  # SIGTERM ends the run like Ctrl-C, so doit saves its state
+    run.install(s, run_id())  # lock, audit run and log for any build run, whatever the reporter
     return {
         "backend": "sqlite3",
         "dep_file": str(s.state_file),
@@ -80,39 +79,12 @@ def doit_config() -> dict:
 
 
 def _make_progress(plugins: list[str]) -> progress.RunProgress:
-    """The run's console lines, log and summary; a run that may touch plugins is also an audit run."""
-    s, rid = settings(), run_id()
-    logs = s.build_dir / "logs"
-    if not plugins:  # status, backup, listings: no lock, no audit run, no summary
-        return progress.RunProgress(rid, logs, 0, json_lines=s.json_lines, secrets=build.secrets(s))
-    _take_run_lock(s, rid)
-    if s.provider != "offline":
-        from skillbuild.providers import vertex
-
-        vertex.preload()  # here, before doit forks its workers: each would import the SDK again
-    build.open_audit(s).start_run(sys.argv[1:], run_id=rid, secrets=build.secrets(s))
-
-    def on_finish(summary: progress.Summary) -> None:
-        build.open_audit(s).end_run(rid, summary.counts(), summary.exit_code)
-        runlock.release(s.cache_dir / runlock.LOCK_NAME)
-
-    def usage_of(plugin: str) -> dict[str, int]:
-        return build.open_audit(s).run_usage(rid, plugin)
-
-    return progress.RunProgress(rid, logs, len(plugins), json_lines=s.json_lines, secrets=build.secrets(s),
-                                on_finish=on_finish, usage_of=usage_of)
-
-
-def _take_run_lock(s, rid: str) -> None:
-    """One build per marketplace at a time (exit 75 or wait: safety/runlock.py); then clear a killed run's temps."""
-    command = redact(" ".join(sys.argv[1:]), build.secrets(s))
-    runlock.acquire_or_exit(s.cache_dir / runlock.LOCK_NAME, rid, command.split(), s.lock_wait)
-    swept = runlock.sweep_leftovers(s.marketplace, s.cache_dir)
-    if swept:
-        line = (f"removed {len(swept)} temp file(s) left by an interrupted run: "
-                + ", ".join(str(p) for p in swept[:5]) + (" ..." if len(swept) > 5 else ""))
-        progress.append_line(progress.log_path(s.build_dir / "logs", rid), line)
-        print(line, flush=True)
+    """The console reporter's lines, log and summary: the build run's (skillbuild/run.py), else a plain one."""
+    build_run = run.current()
+    if build_run is not None:
+        return build_run.tracker(echo=True)
+    s = settings()  # status, backup, listings: no lock, no audit run, no summary
+    return progress.RunProgress(run_id(), s.build_dir / "logs", 0, json_lines=s.json_lines, secrets=build.secrets(s))
 
 
 def default_tasks(s) -> list[str]:
