@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import sys
 
 import pytest
 
@@ -84,3 +85,18 @@ def test_stored_exit_status_is_the_process_exit_status(reporter, doit, doit_env,
     errored = run_doit(faults_env(doit_env, server.url), *REPORTERS[reporter], "provider=vertex")
     assert (failed.returncode, errored.returncode) == (1, 2), errored.stdout + errored.stderr
     assert [(r["exit_status"], r["failed"]) for r in runs(tmp_path)] == [(1, 1), (2, 3)]
+
+
+def test_command_line_vars_come_through_doits_public_get_var(monkeypatch, doit, market):
+    from doit import doit_cmd
+
+    from skillbuild import tasks
+
+    monkeypatch.setattr(sys, "argv", ["doit", "-f", "dodo.py", "skill", "plugin=p", "-n", "2", "model=m"])
+    monkeypatch.setattr(doit_cmd, "_CMDLINE_VARS", None)  # outside a doit command: get_var knows nothing
+    assert tasks.cli_vars() == {} and tasks.arg("plugin", "fallback") == "fallback"
+    monkeypatch.setattr(doit_cmd, "_CMDLINE_VARS", {"plugin": "p", "model": "m"})  # as doit parsed them
+    assert tasks.cli_vars() == {"plugin": "p", "model": "m"} and tasks.arg("at") is None and not tasks.flag("live")
+    # through real doit, -n 2: a task argument and a setting given on the command line both arrive
+    restore = doit("-n", "2", "restore", "plugin=nope", "provider=offline")
+    assert restore.returncode == 1 and "no plugin named 'nope'" in restore.stdout

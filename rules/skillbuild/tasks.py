@@ -5,10 +5,11 @@ Dependencies are computed when tasks load (no calc_dep), so `doit list --status`
 from __future__ import annotations
 
 import os
+import sys
 import time
 from functools import lru_cache
 
-from doit import doit_cmd
+from doit import get_var
 from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
@@ -26,7 +27,8 @@ __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_bac
 
 def arg(name: str, default: str | None = None) -> str | None:
     """A task argument given as `doit task name=value`."""
-    return cli_vars().get(name, default)
+    value = get_var(name)  # None when not given, and outside a doit command (doit then ignores a default)
+    return default if value is None else value
 
 
 def flag(name: str) -> bool:
@@ -34,8 +36,14 @@ def flag(name: str) -> bool:
 
 
 def cli_vars() -> dict[str, str]:
-    """Every `name=value` given on the doit command line."""
-    return dict(doit_cmd._CMDLINE_VARS or {})
+    """Every `name=value` given on the doit command line.
+
+    doit's public `get_var` answers for a name it is asked about; the names come from the command line by
+    doit's own rule (an argument not starting with `-` that holds `=`), so an unknown setting is still named.
+    Forked workers inherit both; the settings are resolved once, in the parent, before any fork.
+    """
+    names = [a.split("=", 1)[0] for a in sys.argv[1:] if a and a[0] != "-" and "=" in a]
+    return {name: value for name in names if (value := get_var(name)) is not None}
 
 
 @lru_cache(maxsize=1)
