@@ -1,4 +1,4 @@
-"""Every write into the marketplace: back up the old file, then write atomically.
+"""Atomic writes into the marketplace (build._write backs the plugin up first), and a killed write's temp files.
 
 Atomic means a temp file in the same folder, fsync, `os.replace`, fsync of the folder: a reader or a
 crash sees the old file or the complete new one, never a part. Temp names start with `.skillbuild-`
@@ -40,25 +40,6 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def backup_file(path: Path, backup_root: Path, run_id: str, plugin_key: str, rel: str) -> Path | None:
-    """Copy `path` to backup_root/<run>/<plugin>/<rel> before it changes; None when there is nothing to keep."""
-    if not path.exists():
-        return None
-    dest = backup_root / run_id / plugin_key / rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(path, dest)
-    if dest.read_bytes() != path.read_bytes():
-        raise OSError(f"backup of {path} to {dest} does not match the original; nothing was written")
-    return dest
-
-
-def write_with_backup(path: Path, text: str, backup_root: Path, run_id: str, plugin_key: str, rel: str) -> Path | None:
-    """Back up the current file (if any), then replace it atomically. Returns the backup path."""
-    saved = backup_file(path, backup_root, run_id, plugin_key, rel)
-    atomic_write(path, text)
-    return saved
 
 
 def leftover_temps(root: Path) -> list[Path]:
