@@ -1,11 +1,10 @@
 """Nothing is lost: SIGKILLed builds, two builds at once, and the run lock behind them.
 
-The chaos test is bench/chaos.py in small (a 12-plugin synthetic marketplace, 3 kills); the lock tests
-start two real doit processes against the fake Vertex server.
+The chaos test is bench/chaos.py's check (skillbuild/testing/chaos.py) in small (a 12-plugin synthetic
+marketplace, 3 kills); the lock tests start two real doit processes against the fake Vertex server.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from skillbuild.safety import runlock
+from skillbuild.testing import chaos
 from skillbuild.skill import skillmd
 from tests.conftest import ROOT
 from vertex_server import fake_vertex_factory  # noqa: F401  (pytest fixture)
@@ -29,19 +29,10 @@ TARGETS = {
 }
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("chaos_bench", ROOT / "bench" / "chaos.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["chaos_bench"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 # ----------------------------------------------------------------------------- chaos
 
 
 def test_sigkilled_builds_lose_nothing_and_end_like_an_uninterrupted_run(tmp_path):
-    chaos = load_bench()
     source = chaos.synthetic_marketplace(tmp_path / "source", 12)
     report = chaos.chaos(source, tmp_path / "work", kills=3, latency="0.1-0.2", max_delay=1.0,
                          startup_seconds=1.5, probe=2, say=lambda _: None)
@@ -63,7 +54,6 @@ def test_sigkilled_builds_lose_nothing_and_end_like_an_uninterrupted_run(tmp_pat
 
 def test_partial_file_check_catches_a_torn_skill_md(tmp_path):
     """The chaos check itself can fail: a SKILL.md cut in half is reported, the old bytes are not."""
-    chaos = load_bench()
     box = chaos.Sandbox(tmp_path / "box", url="http://127.0.0.1:9")
     chaos.copy_marketplace(chaos.synthetic_marketplace(tmp_path / "source", 3), box)
     settings = box.settings()

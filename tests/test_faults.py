@@ -2,8 +2,8 @@
 dies mid-upload, and a disk that fills up while a SKILL.md is written.
 
 Each fault ends in a retry that succeeds, or a clean failure: the old SKILL.md kept, a row in the audit
-DB naming the cause, and the reason in the run summary. `FAULTS` is also the table printed in
-docs/reliability.md (bench/chaos.py --markdown --with-tests).
+DB naming the cause, and the reason in the run summary. `FAULTS` (skillbuild/testing/matrix.py) is also the
+table printed in docs/reliability.md (bench/chaos.py --markdown --with-tests).
 """
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from skillbuild.skill import skillmd
+from skillbuild.testing.matrix import FAULTS
 from sqld_server import sqld, sqld_binary  # noqa: F401  (pytest fixtures)
 from tests.conftest import ROOT, copy_examples
 from vertex_server import fake_vertex_factory  # noqa: F401  (pytest fixture)
@@ -26,49 +26,6 @@ from vertex_server import fake_vertex_factory  # noqa: F401  (pytest fixture)
 BUILT = {"deploy-checker": "plugins/devops/deploy-checker", "secret-sentry": "plugins/security/secret-sentry",
          "changelog-lint": "plugins/extras/changelog-lint"}
 STUB = "---\nname: deploy-checker\ndescription: Hand-written stub kept until a valid file replaces it\n---\n\nStub.\n"
-
-
-@dataclass(frozen=True)
-class Fault:
-    name: str  # the fake server's fault
-    spec: str  # --fault value
-    expect: str  # retry | repair | fail
-    outcome: str  # what a maintainer sees (docs/reliability.md)
-    evidence: str  # text in the audit DB: an api_calls error, or the failed row's error class
-    summary: str = ""  # text in the run summary's FAILED lines
-
-
-FAULTS = [
-    Fault("429", "429:first=1", "retry", "retried after the server's RetryInfo delay; built", "HTTP 429"),
-    Fault("500", "500:first=2", "retry", "retried twice with backoff; built", "HTTP 500"),
-    Fault("503", "503", "fail", "failed after max_attempts (3); old files kept", "server",
-          "Vertex AI call failed after 3 attempt(s)"),
-    Fault("hang", "hang:first=1", "retry", "attempt timed out after request_timeout (1 s), retried; built",
-          "ReadTimeout"),
-    Fault("truncated_json", "truncated_json", "fail", "analysis retried once, then failed as invalid JSON; "
-          "generation never ran", "invalid_json", "not valid JSON for the analysis schema after 2 tries"),
-    Fault("empty_candidates", "empty_candidates:1,phase=generate", "fail", "failed, not retried (an empty "
-          "answer repeats); old files kept", "empty", "the model returned no candidates"),
-    Fault("safety", "safety", "fail", "failed, not retried; the reason names the safety filter", "safety",
-          "finishReason SAFETY"),
-    Fault("max_tokens", "max_tokens:first=1", "retry", "one retry with twice the output budget; built",
-          "MAX_TOKENS at 8192 tokens; retrying with 16384"),
-    Fault("dashes_in_description", "dashes_in_description", "fail", "gates refused it, the repair too; "
-          "candidate kept under cache/rejected/, old files kept", "gate", "contains '---'"),
-    Fault("fenced", "fenced:first=1", "repair", "gates refused the fenced file; one repair call fixed it",
-          "wrapped in a code fence"),
-    Fault("too_short", "too_short:first=1", "repair", "gates refused the short file; one repair call fixed it",
-          "it must be 8000-14000 bytes"),
-]
-
-OTHER_FAULTS = [  # (fault, outcome, evidence in the audit DB, the test that shows it)
-    ("Turso (real sqld) SIGKILLed mid-upload during `doit backup`", "exit 1: \"off-site copy failed ... the "
-     "local backup is kept at DIR\"; after a restart the rerun uploads and `doit backups verify=1` says complete",
-     "none: backups are not in the audit trail yet; the reason is printed", "test_turso_dying_mid_upload"),
-    ("disk full (1 MiB tmpfs) while writing SKILL.md", "ENOSPC: the write fails, its temp file is removed, the old "
-     "file kept; after freeing space the rerun builds from the response cache with no new call",
-     "`OSError` row per plugin (No space left on device)", "test_full_disk"),
-]
 
 
 def vertex_env(doit_env: dict, url: str, **extra: str) -> dict:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from skillbuild.store.audit import AuditDB, Outcome
-from skillbuild.ui.report import format_status_table, histogram, status_rows, write_html
+from skillbuild.ui.report import histogram, status_rows, write_html
+from skillbuild.ui.status import Row, format_table
 
 CHROMIUM = "/usr/bin/chromium"
 R1, R2 = "20261101T000000Z-aaaa", "20261102T000000Z-bbbb"
@@ -181,11 +182,14 @@ def test_status_rows_join_discovery_with_the_audit(tmp_path):
     assert by["hand"].last_outcome == "keep kept" and by["ext"].state == "skipped"
     assert (by["new"].state, by["new"].last_outcome, by["new"].when) == ("stale", "-", "-")
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\dZ \(\d+s ago\)", by["alpha"].when)
-    table = format_status_table(rows)
+    # `doit status` prints the same join through status.format_table
+    table = format_table([Row(name, name, state, size, "") for name, state, size in (
+        ("alpha", "fresh", 9500), ("delta", "stale", None), ("hand", "kept", 12000), ("ext", "skipped", None),
+        ("new", "stale", None))], db.last_outcomes())
     lines = table.splitlines()
-    assert lines[0].split() == ["plugin", "state", "SKILL.md", "last", "outcome", "when"]
-    assert "delta" in lines[3] and "! 403 permission denied" in lines[3]
-    assert lines[-1] == "failed 1, fresh 1, kept 1, skipped 1, stale 1; 5 plugins"
+    assert lines[0].split() == ["plugin", "state", "bytes", "last", "outcome", "when", "detail"]
+    assert lines[2].split()[:2] == ["delta", "failed"] and "last error: 403 permission denied" in lines[2]
+    assert lines[-1] == "total: 1 failed, 1 fresh, 1 kept, 1 skipped, 1 stale"
 
 
 def test_status_ago_and_bad_state():

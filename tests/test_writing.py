@@ -2,6 +2,10 @@ import os
 
 import pytest
 
+from skillbuild import build
+from skillbuild.config import load_settings
+from skillbuild.discovery import discover
+from skillbuild.safety import backup
 from skillbuild.store import writing
 
 
@@ -27,14 +31,20 @@ def test_failed_write_keeps_the_original(tmp_path, monkeypatch):
     assert writing.leftover_temps(tmp_path) == []
 
 
-def test_backup_before_replace(tmp_path):
-    path = tmp_path / "plugin/skills/x/SKILL.md"
-    path.parent.mkdir(parents=True)
-    path.write_text("hand-written")
-    saved = writing.write_with_backup(path, "generated", tmp_path / "backups", "run1", "x", "skills/x/SKILL.md")
-    assert saved == tmp_path / "backups/run1/x/skills/x/SKILL.md"
-    assert saved.read_text() == "hand-written" and path.read_text() == "generated"
-    assert writing.write_with_backup(tmp_path / "new.md", "t", tmp_path / "b", "r", "x", "new.md") is None
+def test_backup_before_replace(tmp_path, market):
+    """The live write of a SKILL.md (build._write): the old file is in the run's verified backup first."""
+    s = load_settings(cli={"marketplace": str(market), "cache_root": str(tmp_path / "cache"),
+                           "build_root": str(tmp_path / "build")}, env={})
+    plugins = {p.key: p for p in discover(s.marketplace, s.skill_path, s.file_max_bytes, s.build_untracked).plugins}
+    old, new = plugins["deploy-checker"], plugins["changelog-lint"]
+    old.target.parent.mkdir(parents=True)
+    old.target.write_text("hand-written")
+    saved = build._write(s, old, "run1", "generated")
+    rel = old.relpath(old.target)
+    assert saved == s.backups_dir / "run1" / "deploy-checker"
+    assert (saved / backup.FILES / rel).read_text() == "hand-written" and old.target.read_text() == "generated"
+    fresh = build._write(s, new, "run2", "t")  # nothing to keep: the backup holds no SKILL.md
+    assert not (fresh / backup.FILES / new.relpath(new.target)).exists() and new.target.read_text() == "t"
 
 
 def test_mode_is_kept_given_or_0644(tmp_path):

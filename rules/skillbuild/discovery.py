@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from skillbuild.providers.base import InputFile, PluginContext
+from skillbuild.skill.skillmd import read_frontmatter_fields
 
 CATALOG = Path(".claude-plugin") / "marketplace.json"
 SECRET_PATTERNS = (".env*", "*.pem", "*.key", "id_rsa*", "credentials*.json")
@@ -359,21 +360,6 @@ def _agent_names(path: Path) -> set[str]:
     if meta.get("name"):
         names.add(meta["name"])
     return names
-
-
-def read_frontmatter_fields(text: str) -> dict[str, str]:
-    """Loose `key: value` reading of a Markdown file's frontmatter (command and agent files are messy)."""
-    if not text.startswith("---"):
-        return {}
-    end = text.find("\n---", 3)
-    if end < 0:
-        return {}
-    fields: dict[str, str] = {}
-    for line in text[3:end].splitlines():
-        match = re.match(r"^([A-Za-z][\w-]*):\s*(.*)$", line)
-        if match:
-            fields[match.group(1).lower()] = match.group(2).strip().strip("\"'")
-    return fields
 
 
 def _mark_collisions(plugins: list[Plugin]) -> None:

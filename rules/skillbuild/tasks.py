@@ -9,14 +9,13 @@ import sys
 import time
 from functools import lru_cache
 
-from doit import doit_cmd
+from doit import get_var
 from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
-from skillbuild import maintenance, build
-from skillbuild.safety import archive, interrupt, runlock
+from skillbuild import build, maintenance, run
+from skillbuild.safety import archive, interrupt
 from skillbuild.ui import progress, status
-from skillbuild.store.audit import redact
 from skillbuild.config import ConfigError, load_settings
 from skillbuild.discovery import DiscoveryError, Marketplace, Plugin, discover
 from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, file_xxh3
@@ -28,7 +27,8 @@ __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_bac
 
 def arg(name: str, default: str | None = None) -> str | None:
     """A task argument given as `doit task name=value`."""
-    return cli_vars().get(name, default)
+    value = get_var(name)  # None when not given, and outside a doit command (doit then ignores a default)
+    return default if value is None else value
 
 
 def flag(name: str) -> bool:
@@ -36,8 +36,14 @@ def flag(name: str) -> bool:
 
 
 def cli_vars() -> dict[str, str]:
-    """Every `name=value` given on the doit command line."""
-    return dict(doit_cmd._CMDLINE_VARS or {})
+    """Every `name=value` given on the doit command line.
+
+    doit's public `get_var` answers for a name it is asked about; the names come from the command line by
+    doit's own rule (an argument not starting with `-` that holds `=`), so an unknown setting is still named.
+    Forked workers inherit both; the settings are resolved once, in the parent, before any fork.
+    """
+    names = [a.split("=", 1)[0] for a in sys.argv[1:] if a and a[0] != "-" and "=" in a]
+    return {name: value for name in names if (value := get_var(name)) is not None}
 
 
 @lru_cache(maxsize=1)
@@ -67,6 +73,7 @@ def doit_config() -> dict:
         raise InvalidDodoFile(f"skillbuild: {exc}") from None
     s.cache_dir.mkdir(parents=True, exist_ok=True)
     interrupt.install()  # SIGTERM ends the run like Ctrl-C, so doit saves its state
+    run.install(s, run_id())  # lock, audit run and log for any build run, whatever the reporter
     return {
         "backend": "sqlite3",
         "dep_file": str(s.state_file),
@@ -80,39 +87,12 @@ def doit_config() -> dict:
 
 
 def _make_progress(plugins: list[str]) -> progress.RunProgress:
-    """The run's console lines, log and summary; a run that may touch plugins is also an audit run."""
-    s, rid = settings(), run_id()
-    logs = s.logs_dir
-    if not plugins:  # status, backup, listings: no lock, no audit run, no summary
-        return progress.RunProgress(rid, logs, 0, json_lines=s.json_lines, secrets=build.secrets(s))
-    _take_run_lock(s, rid)
-    if s.provider != "offline":
-        from skillbuild.providers import vertex
-
-        vertex.preload()  # here, before doit forks its workers: each would import the SDK again
-    build.open_audit(s).start_run(sys.argv[1:], run_id=rid, secrets=build.secrets(s))
-
-    def on_finish(summary: progress.Summary) -> None:
-        build.open_audit(s).end_run(rid, summary.counts(), summary.exit_code)
-        runlock.release(s.lock_file)
-
-    def usage_of(plugin: str) -> dict[str, int]:
-        return build.open_audit(s).run_usage(rid, plugin)
-
-    return progress.RunProgress(rid, logs, len(plugins), json_lines=s.json_lines, secrets=build.secrets(s),
-                                on_finish=on_finish, usage_of=usage_of)
-
-
-def _take_run_lock(s, rid: str) -> None:
-    """One build per marketplace at a time (exit 75 or wait: safety/runlock.py); then clear a killed run's temps."""
-    command = redact(" ".join(sys.argv[1:]), build.secrets(s))
-    runlock.acquire_or_exit(s.lock_file, rid, command.split(), s.lock_wait)
-    swept = runlock.sweep_leftovers(s.marketplace, s.cache_dir, s.responses_dir)
-    if swept:
-        line = (f"removed {len(swept)} temp file(s) left by an interrupted run: "
-                + ", ".join(str(p) for p in swept[:5]) + (" ..." if len(swept) > 5 else ""))
-        progress.append_line(s.log_file(rid), line)
-        print(line, flush=True)
+    """The console reporter's lines, log and summary: the build run's (skillbuild/run.py), else a plain one."""
+    build_run = run.current()
+    if build_run is not None:
+        return build_run.tracker(echo=True)
+    s = settings()  # status, backup, listings: no lock, no audit run, no summary
+    return progress.RunProgress(run_id(), s.logs_dir, 0, json_lines=s.json_lines, secrets=build.secrets(s))
 
 
 def default_tasks(s) -> list[str]:

@@ -11,7 +11,6 @@ import re
 from typing import Any
 
 from skillbuild.skill import skillmd, validation
-from skillbuild.discovery import read_frontmatter_fields
 from skillbuild.providers.base import InputFile, PluginContext, Provider, ProviderError, Result
 
 MODEL = "extractive-v1"
@@ -64,7 +63,7 @@ def _strip_frontmatter(text: str) -> str:
 def _named(files: list[InputFile], prefix: str) -> list[dict[str, str]]:
     named = []
     for f in files:
-        meta = read_frontmatter_fields(f.text)
+        meta = skillmd.read_frontmatter_fields(f.text)
         name = f.rel[len(prefix):-3].split("/")[-1]
         description = useful(meta.get("description", "")) or useful(_first_paragraph(f.text))
         named.append({"name": name, "description": clean_inline(description)[:300]})

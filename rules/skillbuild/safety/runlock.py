@@ -132,7 +132,7 @@ def acquire_or_exit(path: Path, run_id: str, argv: list[str], wait_seconds: floa
                     stream: IO[str] | None = None) -> RunLock:
     """Take the run lock for this process, or print why not and exit with EXIT_LOCKED.
 
-    Called from the reporter's setup, before doit has run any task or forked any worker: exiting
+    Called from skillbuild/run.py before doit has run any task or forked any worker: exiting
     there leaves every file as it was.
     """
     path = Path(path)

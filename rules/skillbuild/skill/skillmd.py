@@ -1,4 +1,7 @@
-"""SKILL.md frontmatter: split, parse (strictyaml, as the Agent Skills validator does) and render.
+"""Frontmatter: a SKILL.md's (split, parse, render, provenance) and a loose reader of any Markdown file's.
+
+SKILL.md frontmatter is parsed with strictyaml, as the Agent Skills validator does; commands and agents
+are read loosely (`read_frontmatter_fields`), since those files are messy.
 
 Rendering always double-quotes strings (JSON escapes are valid YAML), so values with `: `, `#` or
 quotes stay safe under strictyaml, and never emits flow lists, which strictyaml rejects.
@@ -104,3 +107,18 @@ def with_provenance(text: str, fields: dict[str, str]) -> str:
     metadata.update(fields)
     meta["metadata"] = metadata
     return render(meta, body)
+
+
+def read_frontmatter_fields(text: str) -> dict[str, str]:
+    """Loose `key: value` reading of a Markdown file's frontmatter (command and agent files are messy)."""
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    if end < 0:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text[3:end].splitlines():
+        match = re.match(r"^([A-Za-z][\w-]*):\s*(.*)$", line)
+        if match:
+            fields[match.group(1).lower()] = match.group(2).strip().strip("\"'")
+    return fields

@@ -67,24 +67,5 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def backup_file(path: Path, backup_root: Path, run_id: str, plugin_key: str, rel: str) -> Path | None:
-    """Copy `path` to backup_root/<run>/<plugin>/<rel> before it changes; None when there is nothing to keep."""
-    if not path.exists():
-        return None
-    dest = backup_root / run_id / plugin_key / rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(path, dest)
-    if dest.read_bytes() != path.read_bytes():
-        raise OSError(f"backup of {path} to {dest} does not match the original; nothing was written")
-    return dest
-
-
-def write_with_backup(path: Path, text: str, backup_root: Path, run_id: str, plugin_key: str, rel: str) -> Path | None:
-    """Back up the current file (if any), then replace it atomically. Returns the backup path."""
-    saved = backup_file(path, backup_root, run_id, plugin_key, rel)
-    atomic_write(path, text)
-    return saved
-
-
 def leftover_temps(root: Path) -> list[Path]:
     return sorted(root.rglob(f"{TEMP_PREFIX}*.tmp"))

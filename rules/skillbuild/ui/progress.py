@@ -8,8 +8,9 @@ On a terminal a rich progress bar shows plugins done/total and an ETA that respe
 elsewhere (a pipe, `tail -f`, CI) the output is plain lines. `json_lines=True` writes JSON objects instead
 of text, on both the console and the log.
 
-Two entry points: `emit()` for a doit task action (any process), and `RunProgress` for the process that
-owns the console (a doit reporter: see `reporter_class()`).
+Entry points: `emit()` for a doit task action (any process); `RunProgress` for the process that owns the
+console, fed by a doit reporter (`reporter_class()`, the default) or, under any other reporter, by a
+`Recorder` that writes the log only (skillbuild/run.py decides which).
 
 Outcomes are the audit statuses (success, failure, skipped, kept) plus "fresh" (up to date, no work).
 """
@@ -201,12 +202,12 @@ class RunProgress:
     def __init__(
         self, run_id: str, logs_dir: str | os.PathLike, total: int, *, json_lines: bool = False,
         stream: IO[str] | None = None, pace_seconds: float = 0.0, tty: bool | None = None,
-        log_fresh: bool = False, secrets: Iterable[str] = (),
-        on_finish: Callable[[Summary], None] | None = None,
+        log_fresh: bool = False, secrets: Iterable[str] = (), echo: bool = True,
         usage_of: Callable[[str], dict[str, int]] | None = None,
     ):
         self.run_id, self.total, self.json_lines = run_id, total, json_lines
-        self.on_finish = on_finish  # e.g. close the run in the audit DB
+        self.echo = echo  # False: the log only (another doit reporter owns the console)
+        self.summary: Summary | None = None  # set by finish()
         self.usage_of = usage_of  # a plugin's calls and tokens so far in this run, from the audit DB
         self.log = log_path(logs_dir, run_id)
         self.stream = stream if stream is not None else sys.stdout
@@ -222,7 +223,7 @@ class RunProgress:
     # lifecycle ------------------------------------------------------------------------------------
 
     def start(self) -> RunProgress:
-        if self.tty and not self.json_lines:
+        if self.echo and self.tty and not self.json_lines:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -280,6 +281,8 @@ class RunProgress:
                             calls, len(self.worked))
 
     def _show(self, line: str) -> None:
+        if not self.echo:
+            return
         if self._bar is not None:
             self._bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
         else:
@@ -295,7 +298,7 @@ class RunProgress:
     def finish(self) -> Summary:
         """Stop the bar, write the summary to the console and the log, return it."""
         self.stop()
-        summary = summarise(self.events, time.monotonic() - self.started)
+        summary = self.summary = summarise(self.events, time.monotonic() - self.started)
         if self.total == 0 and not self.events:
             return summary  # a run of other tasks (status, backup): no plugin summary to give
         if self.json_lines:
@@ -304,10 +307,9 @@ class RunProgress:
             text = summary.text()
         for line in text.splitlines():
             append_line(self.log, line)
-        self.stream.write(text + "\n")
-        self.stream.flush()
-        if self.on_finish:
-            self.on_finish(summary)
+        if self.echo:
+            self.stream.write(text + "\n")
+            self.stream.flush()
         return summary
 
 
@@ -336,76 +338,175 @@ def events_from_values(values: dict[str, Any] | None, plugin: str, phase: str, s
     return out
 
 
+class Watcher:
+    """Turns doit's calls about our per-plugin tasks into RunProgress events; says False for other tasks.
+
+    Tasks named `<basename>:<plugin>` with a basename in TASK_PHASES produce events; an action reports
+    details by returning a dict (see `events_from_values`). The traceback of a task that raised (a bug, not
+    a reported failure) is kept for after the summary.
+    """
+
+    def __init__(self, progress: RunProgress):
+        self.progress = progress
+        self.tracebacks: list[str] = []
+        self._began: dict[str, float] = {}
+
+    def started(self, task) -> bool:
+        if not _ours(task.name):
+            return False
+        self._began[task.name] = time.monotonic()
+        return True
+
+    def _took(self, task) -> float:
+        began = self._began.get(task.name)
+        return time.monotonic() - began if began is not None else 0.0
+
+    def succeeded(self, task) -> bool:
+        if not _ours(task.name):
+            return False
+        base, plugin = _split(task)
+        for ev in events_from_values(task.values, plugin, TASK_PHASES[base], self._took(task)):
+            self.progress.event(ev)
+        return True
+
+    def failed(self, task, fail) -> bool:
+        if task.name in TASK_PHASES and fail.get_name() == "UnmetDependency":
+            return True  # the group task of our per-plugin tasks: each failure was reported already
+        if not _ours(task.name):
+            return False
+        base, plugin = _split(task)
+        if fail.get_name() == "UnmetDependency":
+            if any(e.plugin == plugin and e.outcome == "failure" for e in self.progress.events):
+                return True  # its own earlier step failed and was reported
+            reason = f"not run: {' '.join(fail.message.split())} failed"
+        else:
+            reason = _failure_reason(fail)
+            if getattr(fail, "traceback", None):
+                self.tracebacks.append(f"{task.name}: " + "".join(fail.traceback))
+        spent = self.progress.unreported_usage(plugin)
+        self.progress.event(Event(plugin, TASK_PHASES[base], "failure", self._took(task), reason=reason, **spent))
+        return True
+
+    def fresh(self, task) -> bool:
+        if not _ours(task.name):
+            return False
+        base, plugin = _split(task)
+        self.progress.event(Event(plugin, TASK_PHASES[base], "fresh"))
+        return True
+
+    def finish(self) -> tuple[Summary, list[str]]:
+        """The summary (console and log), then the tracebacks, redacted and logged; returns both."""
+        summary = self.progress.finish()
+        traces = [redact(trace, self.progress.secrets).rstrip() for trace in self.tracebacks]
+        for text in traces:
+            append_line(self.progress.log, text)
+        return summary, traces
+
+
 def reporter_class(make_progress: Callable[[list[str]], RunProgress]) -> type:
     """A doit ConsoleReporter subclass feeding RunProgress; `make_progress(plugins)` builds it.
 
-    Tasks named `<basename>:<plugin>` with a basename in TASK_PHASES produce events; an action reports
-    details by returning a dict (see `events_from_values`). Other tasks keep doit's usual output. The
-    traceback of a task that raised (a bug, not a reported failure) is printed and logged after the summary.
+    Our per-plugin tasks become event lines (see `Watcher`); other tasks keep doit's usual output. The
+    traceback of a task that raised is printed and logged after the summary.
     """
     from doit.reporter import ConsoleReporter
 
     class ProgressReporter(ConsoleReporter):
+        shows_progress = True  # skillbuild/run.py: this reporter prints the run's events itself
+
         def initialize(self, tasks, selected_tasks):
             super().initialize(tasks, selected_tasks)
-            plugins = _selected_plugins(tasks, selected_tasks)
-            if "restore" in (selected_tasks or ()) and "restore" in tasks:
-                plugins.append(_task_plugin(tasks["restore"]) or "restore")  # a restore is a run of one plugin
-            self.progress = make_progress(plugins).start()
+            self.watcher = Watcher(make_progress(run_plugins(tasks, selected_tasks)).start())
+            self.progress = self.watcher.progress
             self.summary: Summary | None = None
-            self._began: dict[str, float] = {}
-            self._tracebacks: list[str] = []
 
         def execute_task(self, task):
-            if _ours(task.name):
-                self._began[task.name] = time.monotonic()
-            else:
+            if not self.watcher.started(task):
                 super().execute_task(task)
 
-        def _took(self, task) -> float:
-            began = self._began.get(task.name)
-            return time.monotonic() - began if began is not None else 0.0
-
         def add_success(self, task):
-            if not _ours(task.name):
-                return super().add_success(task)
-            base, plugin = _split(task)
-            for ev in events_from_values(task.values, plugin, TASK_PHASES[base], self._took(task)):
-                self.progress.event(ev)
+            if not self.watcher.succeeded(task):
+                super().add_success(task)
 
         def add_failure(self, task, fail):
-            if task.name in TASK_PHASES and fail.get_name() == "UnmetDependency":
-                return  # the group task of our per-plugin tasks: each failure was reported already
-            if not _ours(task.name):
-                return super().add_failure(task, fail)
-            base, plugin = _split(task)
-            if fail.get_name() == "UnmetDependency":
-                if any(e.plugin == plugin and e.outcome == "failure" for e in self.progress.events):
-                    return  # its own earlier step failed and was reported
-                reason = f"not run: {' '.join(fail.message.split())} failed"
-            else:
-                reason = _failure_reason(fail)
-                if getattr(fail, "traceback", None):
-                    self._tracebacks.append(f"{task.name}: " + "".join(fail.traceback))
-            spent = self.progress.unreported_usage(plugin)
-            self.progress.event(Event(plugin, TASK_PHASES[base], "failure", self._took(task), reason=reason, **spent))
+            if not self.watcher.failed(task, fail):
+                super().add_failure(task, fail)
 
         def skip_uptodate(self, task):
-            if _ours(task.name):
-                base, plugin = _split(task)
-                self.progress.event(Event(plugin, TASK_PHASES[base], "fresh"))
-            else:
+            if not self.watcher.fresh(task):
                 super().skip_uptodate(task)
 
         def complete_run(self):
-            self.summary = self.progress.finish()
-            for trace in self._tracebacks:
-                text = redact(trace, self.progress.secrets).rstrip()
-                append_line(self.progress.log, text)
+            self.summary, traces = self.watcher.finish()
+            for text in traces:
                 self.write(text + "\n")
             super().complete_run()  # other tasks' failures and doit's own errors
 
     return ProgressReporter
+
+
+class Recorder:
+    """Any other doit reporter (`-r executed-only`, `-r json`, ...), unchanged, plus the run's log.
+
+    Every call goes on to the wrapped reporter as doit made it; our per-plugin tasks also become event lines
+    and a summary in the run's log (a RunProgress made with `echo=False`). Each reporter method is defined
+    here, not looked up on the fly: under `-n N` doit's workers ask the reporter's class which calls exist.
+    """
+
+    def __init__(self, reporter: Any, progress: RunProgress):
+        self.reporter, self.watcher = reporter, Watcher(progress)
+
+    def _pass(self, method: str, *args: Any) -> None:
+        call = getattr(self.reporter, method, None)
+        if call is not None:
+            call(*args)
+
+    def initialize(self, tasks, selected_tasks):
+        self.watcher.progress.start()
+        self._pass("initialize", tasks, selected_tasks)
+
+    def get_status(self, task):
+        self._pass("get_status", task)
+
+    def execute_task(self, task):
+        self.watcher.started(task)
+        self._pass("execute_task", task)
+
+    def add_success(self, task):
+        self.watcher.succeeded(task)
+        self._pass("add_success", task)
+
+    def add_failure(self, task, fail):
+        self.watcher.failed(task, fail)
+        self._pass("add_failure", task, fail)
+
+    def skip_uptodate(self, task):
+        self.watcher.fresh(task)
+        self._pass("skip_uptodate", task)
+
+    def skip_ignore(self, task):
+        self._pass("skip_ignore", task)
+
+    def cleanup_error(self, exception):
+        self._pass("cleanup_error", exception)
+
+    def runtime_error(self, msg):
+        self._pass("runtime_error", msg)
+
+    def teardown_task(self, task):
+        self._pass("teardown_task", task)
+
+    def complete_run(self):
+        self.watcher.finish()
+        self._pass("complete_run")
+
+
+def run_plugins(tasks: dict[str, Any], selected: Iterable[str] | None) -> list[str]:
+    """Plugins a doit run may touch: its selected per-plugin tasks' plugins, or the one a `restore` acts on."""
+    plugins = _selected_plugins(tasks, selected)
+    if "restore" in (selected or ()) and "restore" in tasks:
+        plugins.append(_task_plugin(tasks["restore"]) or "restore")  # a restore is a run of one plugin
+    return plugins
 
 
 def _selected_plugins(tasks: Iterable[str], selected: Iterable[str] | None) -> list[str]:

@@ -78,23 +78,6 @@ def status_rows(
     return rows
 
 
-def format_status_table(rows: Sequence[StatusRow]) -> str:
-    """Plain fixed-width text (readable in a pipe and in CI logs), then counts per state."""
-    head = ("plugin", "state", "SKILL.md", "last outcome", "when")
-    body = [(r.plugin, r.state, "-" if r.skill_bytes is None else str(r.skill_bytes), r.last_outcome, r.when)
-            for r in rows]
-    widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(head)]
-    fmt = "  ".join(f"{{:{'>' if i == 2 else '<'}{w}}}" for i, w in enumerate(widths))
-    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
-    for r, b in zip(rows, body):
-        lines.append(fmt.format(*b).rstrip() + (f"  ! {r.error}" if r.error else ""))
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.state] = counts.get(r.state, 0) + 1
-    lines.append(", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; {len(rows)} plugins")
-    return "\n".join(lines)
-
-
 # --- report data --------------------------------------------------------------------------------------
 
 def histogram(values: Iterable[float], edges: Sequence[float]) -> list[tuple[str, int]]:
