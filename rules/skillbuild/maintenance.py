@@ -144,7 +144,7 @@ def write_report(settings, market) -> None:
     from skillbuild import build
     from skillbuild.ui import report
 
-    sizes = {p.name: p.target.stat().st_size for p in market.plugins if p.target and p.target.is_file()}
+    sizes = {p.key: p.target.stat().st_size for p in market.plugins if p.target and p.target.is_file()}
     out = report.write_html(build.open_audit(settings), settings.build_dir / "report.html", settings.rpd or 1500,
                             skill_sizes=sizes)
     latest = report.copy_latest(out, settings.build_root / "report.html")
