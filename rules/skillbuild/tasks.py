@@ -131,24 +131,25 @@ def _analysis_config(s, plugin: Plugin) -> dict[str, str]:
 
 
 class AnalysisUpToDate:
-    """doit `uptodate` of `analyse:<key>`: nothing to do while the plugin is fresh (`status.judge`, the answer
-    `doit status` gives), or while its analysis file was made from the current inputs, prompt and settings.
+    """doit `uptodate` of `analyse:<key>`: its analysis file exists, and the plugin is fresh (`status.judge`, the
+    answer `doit status` gives) or the file was made from the current inputs, prompt and settings.
 
-    No file_dep or targets: either would make doit run the task where `doit status` says the plugin is fresh
-    (inputs put back by `doit restore`, a deleted cache).
+    No file_dep: a changed input file whose plugin is fresh all the same (inputs put back by `doit restore`)
+    would make doit analyse and rebuild where `doit status` says there is nothing to do. A missing analysis
+    (`doit clean`) is made again; it is a cache, the SKILL.md stays as it is while it is fresh.
     """
 
     def __init__(self, settings, plugin: Plugin):
         self.settings, self.plugin = settings, plugin
 
     def __call__(self, task, values) -> bool:
-        if status.Judged(self.settings, self.plugin)(task, values):
-            return True
         made_from = canonical_hash({**_analysis_config(self.settings, self.plugin),
                                     "sources": build.source_hash(self.plugin),
                                     "prompt": file_xxh3(build.prompt_path(self.settings, "analysis"))})
-        task.value_savers.append(lambda: {"made_from": made_from})
-        return values.get("made_from") == made_from and build.analysis_path(self.settings, self.plugin).is_file()
+        task.value_savers.append(lambda: {"made_from": made_from})  # saved when the task runs and succeeds
+        if not build.analysis_path(self.settings, self.plugin).is_file():
+            return False
+        return values.get("made_from") == made_from or status.Judged(self.settings, self.plugin)(task, values)
 
 
 def _plugins_to_build(market: Marketplace, s) -> list[Plugin]:
