@@ -74,6 +74,11 @@ def main() -> int:
     print(f"no-op re-run (doit): {noop:.2f} s, exit {proc2.returncode}, tasks executed: {len(executed)} "
           "(a plugin with bad input fails again on every run)")
     print("outcomes: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    summary = next((line for line in proc.stdout.splitlines() if line.startswith("built ")), "no summary line")
+    print(f"first run's summary: {summary}")
+    shadowed = [(key, detail) for key, state, detail in rows if state == "skipped" and "shadowed by" in detail]
+    print(f"counts: built {states['fresh']}, kept {states['kept']}, shadowed {len(shadowed)}, "
+          f"skipped {states['skipped'] - len(shadowed)}, failed {states['failed']}, stale {states['stale']}")
     print(f"generated SKILL.md passing `agentskills validate`: {valid}/{len(ours)}")
     for key, state, detail in rows:
         if state in ("failed", "skipped", "stale"):

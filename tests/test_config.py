@@ -111,3 +111,18 @@ def test_task_arguments_are_not_settings(tmp_path):
     s = load_settings(cli={"plugin": "x", "at": "run1"}, env={}, pyproject=tmp_path / "n.toml",
                       project_root=tmp_path)
     assert s.model == "gemini-2.5-flash"
+
+
+def test_exclude_is_a_list_in_pyproject_and_comma_separated_elsewhere(tmp_path):
+    from skillbuild.config import DEFAULT_EXCLUDE
+
+    assert load_settings(cli={}, env={}, pyproject=tmp_path / "none.toml", project_root=tmp_path).exclude == \
+        DEFAULT_EXCLUDE
+    pyproject = write_pyproject(tmp_path, 'exclude = ["backups", "legacy/*"]\n')
+    s = load_settings(cli={}, env={}, pyproject=pyproject, project_root=tmp_path)
+    assert s.exclude == ("backups", "legacy/*")
+    s = load_settings(cli={}, env={"SKILLBUILD_EXCLUDE": "old, drafts"}, pyproject=pyproject, project_root=tmp_path)
+    assert s.exclude == ("old", "drafts") and s.sources["exclude"] == "environment"
+    assert load_settings(cli={"exclude": "tmp"}, env={}, pyproject=pyproject, project_root=tmp_path).exclude == ("tmp",)
+    with pytest.raises(ConfigError, match="setting 'exclude' = 3 is invalid: expected a list of glob patterns"):
+        load_settings(cli={}, env={}, pyproject=write_pyproject(tmp_path, "exclude = 3\n"), project_root=tmp_path)

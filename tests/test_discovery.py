@@ -129,3 +129,49 @@ def test_budgets_cut_in_priority_order(mk):
     assert sum(len(f.text.encode()) for f in context.files) <= 700
     assert any("README.md: cut from" in c for c in context.cut)
     assert any("left out, total budget" in c for c in context.cut)
+
+
+def test_messy_marketplace_finds_plugins_not_folders():
+    from tests.test_messy_discovery import FIXTURE
+
+    market = discover(FIXTURE)
+    found = {p.key: (p.rel, p.tracked, p.state) for p in market.plugins}
+    assert found == {
+        "log-tail": ("plugins/log-tail", True, "ok"),
+        "db-kit": ("plugins/db-kit", True, "ok"),
+        "db-kit-legacy": ("plugins/db-kit-legacy", True, "ok"),  # its manifest says "db-kit": the key is its own
+        "empty-one": ("plugins/empty-one", True, "skipped"),
+        "untracked-helper": ("plugins/untracked-helper", False, "ok"),
+        "log-tail-2": ("plugins/log-tail-copy", False, "skipped"),
+    }
+    shadowed = by_key(market)["log-tail-2"]
+    assert shadowed.reason.startswith("shadowed by catalog plugin 'log-tail' (plugins/log-tail)")
+    assert by_key(market)["empty-one"].reason.startswith("empty plugin: only a manifest")
+    with_templates = by_key(discover(FIXTURE, exclude=("backups", "tests")))
+    assert with_templates["x-plugin"].rel == "templates/x-plugin"
+    assert "wip-draft" not in with_templates and "scratch-copy" not in with_templates  # .gitignore still applies
+
+
+def test_catalog_collisions_still_fail_and_shadowing_names_the_first(mk):
+    copy = mk / "plugins/more/deploy-checker-old"
+    shutil.copytree(mk / "plugins/devops/deploy-checker", copy)
+    (copy / ".claude-plugin").mkdir(exist_ok=True)
+    (copy / ".claude-plugin/plugin.json").write_text('{"name": "deploy-checker"}')
+    catalog = mk / ".claude-plugin/marketplace.json"
+    data = json.loads(catalog.read_text())
+    data["plugins"].append({"name": "deploy-checker", "source": "./plugins/extras/changelog-lint"})
+    catalog.write_text(json.dumps(data))
+    plugins = discover(mk).plugins
+    shadowed = [p for p in plugins if p.rel == "plugins/more/deploy-checker-old"][0]
+    assert shadowed.state == "skipped" and "shadowed by catalog plugin 'deploy-checker'" in shadowed.reason
+    clash = [p for p in plugins if p.tracked and p.rel == "plugins/extras/changelog-lint"][0]
+    assert clash.state == "error" and "both become skill name 'deploy-checker'" in clash.reason
+    assert len({p.key for p in plugins}) == len(plugins)
+
+
+def test_a_root_plugin_json_outside_the_catalog_is_not_a_plugin(mk):
+    loose = mk / "plugins/loose"
+    loose.mkdir()
+    (loose / "plugin.json").write_text('{"name": "loose", "description": "another tool\'s manifest"}')
+    (loose / "README.md").write_text("# Loose\n")
+    assert "loose" not in by_key(discover(mk))

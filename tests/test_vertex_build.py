@@ -251,13 +251,15 @@ def test_sigkill_and_restart_pays_no_finished_call_twice(vx, market, tmp_path):
     assert vx.requests() == PHASES + (paid - kept)
     digests = Counter(r["digest"] for r in vx.server.stats()["requests"])
     assert len(digests) == PHASES and sum(digests.values()) - len(digests) == paid - kept
-    assert f"analyse:{ONE}" in vx.doit.executed(restart), "doit lost its state; the cache is what saved the calls"
+    # doit lost its state, but its up-to-date check asks what `doit status` asks (ui/status.py judge): the
+    # SKILL.md written before the kill is fresh, so nothing of that plugin runs again, not even from the cache.
+    assert not {f"analyse:{ONE}", f"skill:{ONE}"} & vx.doit.executed(restart), "a fresh SKILL.md is never redone"
     for name in BUILT:
         assert skillmd.provenance(target(market, name).read_text())["generator"] == "skillbuild-vertex"
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "two-workers"])
-def test_sigterm_saves_doit_state(vx, tmp_path, workers):
+def test_sigterm_saves_doit_state(vx, market, tmp_path, workers):
     vx.server.config.latency = (0.25, 0.25)
     log = tmp_path / "terminated.log"
     proc = vx.popen(*workers, log=log)
@@ -272,12 +274,17 @@ def test_sigterm_saves_doit_state(vx, tmp_path, workers):
     done = finished(text)
     assert any(t.startswith("skill:") for t in done)
     paid = vx.requests()
+    # A worker may write a SKILL.md and be stopped before its event is reported: that plugin is fresh.
+    written = {f"{phase}:{p}" for p in BUILT if target(market, p).is_file()
+               and (skillmd.provenance(target(market, p).read_text()) or {}).get("generator") == "skillbuild-vertex"
+               for phase in ("analyse", "skill")}
 
     restart = vx.run()
     assert restart.returncode == 0, restart.stdout + restart.stderr
     rerun = vx.doit.executed(restart)
     assert not rerun & done, f"tasks finished before SIGTERM ran again: {sorted(rerun & done)}"
-    assert rerun | done >= {f"{phase}:{p}" for p in BUILT for phase in ("analyse", "skill")}
+    assert not rerun & written, f"plugins whose SKILL.md was written ran again: {sorted(rerun & written)}"
+    assert rerun | done | written >= {f"{phase}:{p}" for p in BUILT for phase in ("analyse", "skill")}
     assert vx.requests() - paid <= PHASES - len({t for t in done if t.split(":")[1] in BUILT})
 
 

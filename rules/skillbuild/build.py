@@ -21,7 +21,7 @@ from skillbuild.skill.schema import analysis_schema, schema_errors  # noqa: F401
 from skillbuild.store import writing
 from skillbuild.store.audit import AuditDB
 from skillbuild.discovery import Plugin
-from skillbuild.fingerprints import files_hash, text_hash
+from skillbuild.fingerprints import canonical_hash, files_hash, text_hash
 from skillbuild.calls import Caller, caller_for
 from skillbuild.providers import ProviderError
 from skillbuild.providers.base import Result, Usage
@@ -68,6 +68,13 @@ def source_hash(plugin: Plugin) -> str:
     return text_hash(digest + "\n" + "\n".join(plugin.scripts))
 
 
+def settings_hash(settings, provider_name: str) -> str:
+    """The settings a SKILL.md is made and gated under: a change of one makes every SKILL.md stale."""
+    low, high = settings.gate_bounds(provider_name)
+    return canonical_hash({"bounds": f"{low}-{high}", **settings.fingerprint(
+        "skill_path", "max_body_lines", "input_file_budget", "input_total_budget")})[:16]
+
+
 def provenance_fields(settings, plugin: Plugin, provider_name: str, model: str) -> dict[str, str]:
     return {
         "generator": f"skillbuild-{provider_name}",
@@ -76,6 +83,7 @@ def provenance_fields(settings, plugin: Plugin, provider_name: str, model: str) 
         "source-hash": source_hash(plugin)[:16],
         "analysis-prompt": text_hash(read_prompt(settings, "analysis"))[:16],
         "generation-prompt": text_hash(read_prompt(settings, "generation"))[:16],
+        "settings": settings_hash(settings, provider_name),
     }
 
 
@@ -123,7 +131,7 @@ class Step:
         seconds = time.monotonic() - self.started
         audit = open_audit(self.settings)
         audit.record(
-            self.run_id, self.plugin.name, self.plugin.rel, self.phase, status,
+            self.run_id, self.plugin.key, self.plugin.rel, self.phase, status,
             provider=self.caller.name, model=self.caller.model, prompt_hash=text_hash(self.prompt)[:16],
             input_hash=source_hash(self.plugin)[:16], processing_time_seconds=round(seconds, 3),
             input_tokens=self.usage.input_tokens, output_tokens=self.usage.output_tokens,
@@ -245,20 +253,20 @@ def keep(settings, plugin: Plugin, run_id: str) -> dict:
     """A hand-written SKILL.md of full size: recorded once per change of the file, no API call."""
     assert plugin.target is not None
     size = plugin.target.stat().st_size
-    open_audit(settings).record(run_id, plugin.name, plugin.rel, "keep", "kept", output_bytes=size,
+    open_audit(settings).record(run_id, plugin.key, plugin.rel, "keep", "kept", output_bytes=size,
                                 output_hash=text_hash(plugin.target.read_bytes())[:16])
     return {"phase": "keep", "outcome": "kept", "reason": f"hand-written, {size} bytes"}
 
 
 def skip(settings, plugin: Plugin, run_id: str) -> dict:
     """An external source: nothing to build here, recorded once per change of the reason."""
-    open_audit(settings).record(run_id, plugin.name, plugin.rel, "skip", "skipped", error_message=plugin.reason)
+    open_audit(settings).record(run_id, plugin.key, plugin.rel, "skip", "skipped", error_message=plugin.reason)
     return {"phase": "skip", "outcome": "skipped", "reason": plugin.reason}
 
 
 def fail(settings, plugin: Plugin, run_id: str) -> TaskFailed:
     """Bad input found by discovery: recorded as the plugin's failure; the other plugins still build."""
-    open_audit(settings).record(run_id, plugin.name, plugin.rel or None, "analyse", "failure",
+    open_audit(settings).record(run_id, plugin.key, plugin.rel or None, "analyse", "failure",
                                 error_class="input", error_message=plugin.reason)
     return TaskFailed(plugin.reason)
 
@@ -276,16 +284,21 @@ def restore(settings, plugin: Plugin, run_id: str, at: str | None) -> TaskFailed
         result = backup.restore_plugin(settings.backups_dir, plugin.key, plugin.path, at_run=at, run_id=run_id,
                                        journal=settings.journal())
     except (backup.BackupError, OSError) as exc:
-        audit.record(run_id, plugin.name, plugin.rel, "restore", "failure", error_class=type(exc).__name__,
+        audit.record(run_id, plugin.key, plugin.rel, "restore", "failure", error_class=type(exc).__name__,
                      error_message=str(exc))
         return TaskFailed(f"{plugin.name}: restore failed: {exc}")
     seconds = time.monotonic() - started
-    audit.record(run_id, plugin.name, plugin.rel, "restore", "success", processing_time_seconds=round(seconds, 3),
+    audit.record(run_id, plugin.key, plugin.rel, "restore", "success", processing_time_seconds=round(seconds, 3),
                  backup_path=str(result.backup_path))
     print(f"{plugin.name}: restored {result.written} file(s), {result.unchanged} unchanged, {result.removed} "
           f"removed, verified in {seconds:.2f} s; the state before the restore is saved at {result.safety_backup}",
           flush=True)
     return {"phase": "restore", "outcome": "success", "seconds": round(seconds, 3)}
+
+
+def clean_analysis(settings, plugin: Plugin) -> None:
+    """`doit clean analyse:<key>`: the analysis artifact is rebuildable."""
+    analysis_path(settings, plugin).unlink(missing_ok=True)
 
 
 def clean_rejected(settings, plugin: Plugin) -> None:

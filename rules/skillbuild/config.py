@@ -60,6 +60,20 @@ def _non_negative(kind: type) -> Callable[[Any], Any]:
     return parse
 
 
+def _patterns(value: Any) -> tuple[str, ...]:
+    """A list of glob patterns: a TOML list, or a comma-separated string (environment, command line)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ValueError("expected a list of glob patterns, or a comma-separated string of them")
+    return tuple(i.strip() for i in items if i.strip())
+
+
+# Folders that hold copies, templates and test data rather than plugins: the untracked search skips them.
+DEFAULT_EXCLUDE = ("backups", "backup", "*.bak", "templates", "template", "fixtures", "tests", "test",
+                   "__tests__", "e2e", "examples", "example", "samples", "node_modules", "dist", "build",
+                   "vendor", "third_party", "archive", "archived", "deprecated", "site-packages")
+
+
 def _optional_str(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
@@ -87,6 +101,9 @@ KEYS: dict[str, Key] = {
     "provider": Key(_choice("offline", "vertex", "auto"), "auto",
                     "offline, vertex, or auto (vertex when a Google Cloud project is configured)"),
     "build_untracked": Key(_bool, True, "also build plugin folders the catalog does not list"),
+    "exclude": Key(_patterns, DEFAULT_EXCLUDE,
+                   "glob patterns of folders (a name or a path from the marketplace root) the search for untracked "
+                   "plugins skips; replaces the default list"),
     "skill_path": Key(str, "skills/{name}/SKILL.md", "target path inside each plugin; {name} is the skill name"),
     "old_skills": Key(_choice("leave"), "leave", "what happens to a SKILL.md elsewhere in the plugin"),
     "keep_min_bytes": Key(_non_negative(int), 8000,

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skillbuild.config import DEFAULT_EXCLUDE
+from skillbuild.gitignore import Ignores
 from skillbuild.providers.base import InputFile, PluginContext
 from skillbuild.skill.skillmd import read_frontmatter_fields
 
 CATALOG = Path(".claude-plugin") / "marketplace.json"
+MANIFEST = Path(".claude-plugin") / "plugin.json"  # what makes a folder outside the catalog a plugin
 SECRET_PATTERNS = (".env*", "*.pem", "*.key", "id_rsa*", "credentials*.json")
 # `*secret*` too, except Markdown: a command called scan-secrets.md documents secrets, it holds none.
 SECRET_WORD = "*secret*"
@@ -37,7 +40,7 @@ class Plugin:
     path: Path | None  # plugin folder, None for external sources
     rel: str  # folder relative to the marketplace root, or a description of the external source
     tracked: bool = True  # listed in the catalog
-    state: str = "ok"  # ok | external | error
+    state: str = "ok"  # ok | external | skipped (shadowed, empty) | untracked (not built) | error
     reason: str = ""
     manifest: dict[str, Any] = field(default_factory=dict)
     manifest_path: Path | None = None
@@ -160,8 +163,11 @@ def _external_reason(source: Any) -> str:
 
 
 def discover(root: Path, target_template: str = "skills/{name}/SKILL.md", file_max_bytes: int = 200_000,
-             build_untracked: bool = True) -> Marketplace:
-    """Everything the build needs to know about a marketplace, read once when tasks load."""
+             build_untracked: bool = True, exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> Marketplace:
+    """Everything the build needs to know about a marketplace, read once when tasks load.
+
+    Catalog entries come first, so an untracked folder of the same name is the one shadowed.
+    """
     root = root.resolve()
     catalog = load_catalog(root)
     plugin_root = (catalog.get("metadata") or {}).get("pluginRoot")
@@ -172,15 +178,14 @@ def discover(root: Path, target_template: str = "skills/{name}/SKILL.md", file_m
         if plugin.path:
             seen_folders.add(plugin.path)
         plugins.append(plugin)
-    for folder in _untracked_folders(root, seen_folders):
-        plugin = _manifest_plugin(root, folder)
-        if not build_untracked and plugin.state == "ok":
-            plugin.state, plugin.reason = "untracked", "not in the catalog and build_untracked is off"
-        plugins.append(plugin)
+    plugins += [_manifest_plugin(root, folder) for folder in _untracked_folders(root, seen_folders, exclude)]
+    _mark_collisions(plugins)
     for plugin in plugins:
+        if not plugin.tracked and not build_untracked and plugin.state in ("ok", "error"):
+            plugin.state, plugin.reason = "untracked", "not in the catalog and build_untracked is off"
         if plugin.state == "ok":
             _select_inputs(plugin, target_template, file_max_bytes)
-    _mark_collisions(plugins)
+            _mark_empty(plugin)
     return Marketplace(root, str(catalog.get("name") or root.name), plugins)
 
 
@@ -244,22 +249,38 @@ def _unusable_name(plugin: Plugin) -> None:
     plugin.key = "unnamed--" + (skill_name(plugin.rel) or "root")
 
 
-def _untracked_folders(root: Path, known: set[Path]) -> list[Path]:
-    """Folders with a plugin manifest that the catalog does not list (not nested inside a known plugin)."""
+def _untracked_folders(root: Path, known: set[Path], exclude: tuple[str, ...]) -> list[Path]:
+    """Folders with `.claude-plugin/plugin.json` that the catalog does not list (not nested inside a known plugin).
+
+    Hidden folders (other tools' manifests such as `.cursor-plugin/`), what the marketplace's .gitignore
+    files ignore and the `exclude` patterns (backups, templates, test fixtures) are never searched.
+    """
     found: list[Path] = []
+    ignores = Ignores()
     for dirpath, dirnames, _ in os.walk(root):
         folder = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not (folder / d).is_symlink())
+        rel = "" if folder == root else folder.relative_to(root).as_posix()
+        ignores.read(rel, folder)
+        dirnames[:] = sorted(d for d in dirnames if _searched(folder / d, f"{rel}/{d}".lstrip("/"), exclude, ignores))
         if folder == root:
-            dirnames[:] = [d for d in dirnames if d != ".claude-plugin"]
             continue
         if folder in known:
             dirnames[:] = []
             continue
-        if find_manifest(folder):
+        if (folder / MANIFEST).is_file():
             found.append(folder)
             dirnames[:] = []
     return found
+
+
+def _searched(folder: Path, rel: str, exclude: tuple[str, ...], ignores: Ignores) -> bool:
+    """Whether the untracked search looks inside `folder` (`rel`: its path from the marketplace root)."""
+    name = folder.name
+    if name.startswith(".") or name in SKIP_DIRS or folder.is_symlink():
+        return False
+    if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(rel, p) for p in exclude):
+        return False
+    return not ignores.ignored(rel, is_dir=True)
 
 
 def _select_inputs(plugin: Plugin, target_template: str, file_max_bytes: int) -> None:
@@ -363,13 +384,19 @@ def _agent_names(path: Path) -> set[str]:
 
 
 def _mark_collisions(plugins: list[Plugin]) -> None:
-    """Two plugins with one skill name: the later one fails, under a task key of its own."""
+    """Two plugins with one skill name: the later one gets a task key of its own. Two catalog entries fail;
+    a folder outside the catalog is shadowed (skipped, never a failure): it is a copy of the plugin named."""
     owners: dict[str, Plugin] = {}
     for plugin in plugins:
         first = owners.setdefault(plugin.key, plugin)
         if first is plugin:
             continue
-        if plugin.state in ("ok", "untracked"):
+        if not plugin.tracked:
+            plugin.state = "skipped"
+            plugin.reason = (f"shadowed by {'catalog ' if first.tracked else ''}plugin '{first.name}' ({first.rel}):"
+                             f" '{plugin.name}' ({plugin.rel}) is not in the catalog and has the same skill name "
+                             f"'{plugin.key}'; not built")
+        elif plugin.state == "ok":
             plugin.state = "error"
             plugin.reason = (f"plugin '{plugin.name}' ({plugin.rel}) and '{first.name}' ({first.rel}) both become "
                              f"skill name '{plugin.key}'; rename one of them")
@@ -378,6 +405,18 @@ def _mark_collisions(plugins: list[Plugin]) -> None:
             n += 1
         plugin.key = f"{base}-{n}"
         owners[plugin.key] = plugin
+
+
+def _mark_empty(plugin: Plugin) -> None:
+    """A manifest and nothing else (no description, no input with text): there is nothing to write a skill from,
+    so no call is spent on it."""
+    if str(plugin.manifest.get("description") or "").strip():
+        return
+    if any(path != plugin.manifest_path and path.read_bytes().strip() for path in plugin.inputs):
+        return
+    plugin.state = "skipped"
+    plugin.reason = ("empty plugin: only a manifest, with no description, README, commands, agents, skills or "
+                     "hooks; nothing to write a skill from (add a description or a README)")
 
 
 def plugin_context(plugin: Plugin, file_budget: int, total_budget: int) -> PluginContext:

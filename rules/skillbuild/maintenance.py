@@ -198,7 +198,7 @@ def write_report(settings, market) -> TaskFailed | None:
         limits = limits_from_settings(settings)
     except ValueError as exc:
         return TaskFailed(f"report: {exc}")
-    sizes = {p.name: p.target.stat().st_size for p in market.plugins if p.target and p.target.is_file()}
+    sizes = {p.key: p.target.stat().st_size for p in market.plugins if p.target and p.target.is_file()}
     out = report.write_html(build.open_audit(settings), settings.report_file, limits.rpd_effective,
                             skill_sizes=sizes, quota_basis=f"rpd {limits.rpd} / safety factor {limits.safety_factor:g}")
     latest = report.copy_latest(out, settings.latest_report_file)

@@ -18,7 +18,7 @@ from skillbuild.safety import archive, interrupt
 from skillbuild.ui import progress, status
 from skillbuild.config import ConfigError, load_settings
 from skillbuild.discovery import DiscoveryError, Marketplace, Plugin, discover
-from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, file_xxh3
+from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, canonical_hash, file_xxh3
 
 __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_backup", "task_restore_offsite",
            "task_backups", "task_restore", "task_report", "task_check",
@@ -54,7 +54,7 @@ def settings():
 @lru_cache(maxsize=1)
 def marketplace() -> Marketplace:
     s = settings()
-    return discover(s.marketplace, s.skill_path, s.file_max_bytes, s.build_untracked)
+    return discover(s.marketplace, s.skill_path, s.file_max_bytes, s.build_untracked, s.exclude)
 
 
 @lru_cache(maxsize=1)
@@ -96,7 +96,7 @@ def _make_progress(plugins: list[str]) -> progress.RunProgress:
 
 
 def default_tasks(s) -> list[str]:
-    names = [f"skill:{p.key}" for p in marketplace().plugins if p.state in ("ok", "error", "external")]
+    names = [f"skill:{p.key}" for p in marketplace().plugins if p.state in ("ok", "error", "external", "skipped")]
     return names or ["status"]  # an empty marketplace: say so rather than run every task
 
 
@@ -110,10 +110,26 @@ def _analysis_config(s, plugin: Plugin) -> dict[str, str]:
             **s.fingerprint("input_file_budget", "input_total_budget")}
 
 
-def _skill_config(s, plugin: Plugin) -> dict[str, str]:
-    low, high = s.gate_bounds(s.provider)
-    return {"provider": s.provider, "model": s.model_id, "bounds": f"{low}-{high}", **_input_names(plugin),
-            **s.fingerprint("skill_path", "max_body_lines", "input_file_budget", "input_total_budget")}
+class AnalysisUpToDate:
+    """doit `uptodate` of `analyse:<key>`: its analysis file exists, and the plugin is fresh (`status.judge`, the
+    answer `doit status` gives) or the file was made from the current inputs, prompt and settings.
+
+    No file_dep: a changed input file whose plugin is fresh all the same (inputs put back by `doit restore`)
+    would make doit analyse and rebuild where `doit status` says there is nothing to do. A missing analysis
+    (`doit clean`) is made again; it is a cache, the SKILL.md stays as it is while it is fresh.
+    """
+
+    def __init__(self, settings, plugin: Plugin):
+        self.settings, self.plugin = settings, plugin
+
+    def __call__(self, task, values) -> bool:
+        made_from = canonical_hash({**_analysis_config(self.settings, self.plugin),
+                                    "sources": build.source_hash(self.plugin),
+                                    "prompt": file_xxh3(build.prompt_path(self.settings, "analysis"))})
+        task.value_savers.append(lambda: {"made_from": made_from})  # saved when the task runs and succeeds
+        if not build.analysis_path(self.settings, self.plugin).is_file():
+            return False
+        return values.get("made_from") == made_from or status.Judged(self.settings, self.plugin)(task, values)
 
 
 def _plugins_to_build(market: Marketplace, s) -> list[Plugin]:
@@ -129,10 +145,8 @@ def task_analyse():
             "name": plugin.key,
             "doc": f"analyse {plugin.rel}",
             "actions": [(build.analyse, [s, plugin, run_id()])],
-            "file_dep": [str(p) for p in plugin.inputs] + [str(build.prompt_path(s, "analysis"))],
-            "targets": [str(build.analysis_path(s, plugin))],
-            "uptodate": [config_changed(_analysis_config(s, plugin))],
-            "clean": True,
+            "uptodate": [AnalysisUpToDate(s, plugin)],
+            "clean": [(build.clean_analysis, [s, plugin])],
         }
 
 
@@ -150,7 +164,7 @@ def _skill_task(s, plugin: Plugin) -> dict | None:
     rid = run_id()
     if plugin.state == "error":
         return {"name": plugin.key, "doc": f"FAILED: {plugin.reason}", "actions": [(build.fail, [s, plugin, rid])]}
-    if plugin.state == "external":
+    if plugin.state in ("external", "skipped"):  # external source, shadowed copy, empty plugin
         return {"name": plugin.key, "doc": f"skipped: {plugin.reason}", "actions": [(build.skip, [s, plugin, rid])],
                 "uptodate": [config_changed({"skipped": plugin.reason})]}
     if plugin.state != "ok":
@@ -163,10 +177,11 @@ def _skill_task(s, plugin: Plugin) -> dict | None:
         "name": plugin.key,
         "doc": f"write {plugin.rel}/{plugin.relpath(plugin.target)}",
         "actions": [(build.build_skill, [s, plugin, rid])],
-        "file_dep": [str(build.analysis_path(s, plugin)), str(build.prompt_path(s, "generation"))]
-        + [str(p) for p in plugin.inputs],
+        "task_dep": [f"analyse:{plugin.key}"],
         "targets": [str(plugin.target)],
-        "uptodate": [config_changed(_skill_config(s, plugin))],
+        # The one answer `doit status` and `doit plan` give: the SKILL.md's provenance against the inputs,
+        # prompts, provider, model and settings it would be made from now (no file_dep, which could disagree).
+        "uptodate": [status.Judged(s, plugin)],
         # `doit clean` removes rejected candidates only: never the SKILL.md, backups or the audit DB.
         "clean": [(build.clean_rejected, [s, plugin])],
     }

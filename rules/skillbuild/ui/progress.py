@@ -539,8 +539,8 @@ def _task_plugin(task: Any) -> str | None:
     """The plugin a single-plugin task acts on: the Plugin among its action's arguments."""
     for action in getattr(task, "actions", None) or ():
         for arg in getattr(action, "args", None) or ():
-            if hasattr(arg, "rel") and hasattr(arg, "key") and isinstance(getattr(arg, "name", None), str):
-                return arg.name
+            if hasattr(arg, "rel") and isinstance(getattr(arg, "key", None), str):
+                return arg.key  # the plugin's identity everywhere: task names, audit rows, backups
     return None
 
 

@@ -1,7 +1,9 @@
 """Each plugin's state, judged from discovery and the provenance in its SKILL.md (no doit state needed).
 
 States: fresh (ours, made from the current inputs, prompts and model), stale (will be rebuilt),
-kept (hand-written, full size), skipped (external source or untracked and not built), failed (bad input).
+kept (hand-written, full size), skipped (external source, shadowed copy, empty, or untracked and not built),
+failed (bad input). `judge` is the one answer: `doit status`, `doit plan` and the skill tasks' up-to-date
+check (`Judged`) all ask it, so they never disagree.
 """
 from __future__ import annotations
 
@@ -41,33 +43,52 @@ def staleness(settings, plugin: Plugin, expected: dict[str, str]) -> str:
     return ("changed: " + ", ".join(changed)) if changed else ""
 
 
+def judge(settings, plugin: Plugin, expected_for) -> tuple[str, str]:
+    """(state, detail) of one plugin: fresh, stale, kept, skipped or failed, and why."""
+    note = "" if plugin.tracked else " (not in the catalog)"
+    if plugin.state in ("external", "skipped", "untracked"):
+        return "skipped", plugin.reason
+    if plugin.state == "error":
+        return "failed", plugin.reason
+    if is_kept(plugin, settings.keep_min_bytes):
+        return "kept", "hand-written SKILL.md kept" + note
+    why = staleness(settings, plugin, expected_for(plugin))
+    old = [plugin.relpath(p) for p in plugin.old_skills]
+    extra = f"; older SKILL.md left in place: {', '.join(old)}" if old else ""
+    return ("stale" if why else "fresh"), (why or "up to date") + note + extra
+
+
 def rows(settings, market: Marketplace, expected_for) -> list[Row]:
     out = []
     for plugin in market.plugins:
         size = plugin.target.stat().st_size if plugin.target and plugin.target.is_file() else None
-        note = "" if plugin.tracked else " (not in the catalog)"
-        if plugin.state == "external":
-            out.append(Row(plugin.key, plugin.name, "skipped", None, plugin.reason))
-        elif plugin.state == "untracked":
-            out.append(Row(plugin.key, plugin.name, "skipped", size, plugin.reason))
-        elif plugin.state == "error":
-            out.append(Row(plugin.key, plugin.name, "failed", None, plugin.reason))
-        elif is_kept(plugin, settings.keep_min_bytes):
-            out.append(Row(plugin.key, plugin.name, "kept", size, "hand-written SKILL.md kept" + note))
-        else:
-            why = staleness(settings, plugin, expected_for(plugin))
-            old = [plugin.relpath(p) for p in plugin.old_skills]
-            extra = f"; older SKILL.md left in place: {', '.join(old)}" if old else ""
-            out.append(Row(plugin.key, plugin.name, "stale" if why else "fresh", size, (why or "up to date")
-                           + note + extra))
+        state, detail = judge(settings, plugin, expected_for)
+        shown = None if plugin.state in ("external", "error") else size
+        out.append(Row(plugin.key, plugin.name, state, shown, detail))
     return out
+
+
+class Judged:
+    """doit `uptodate` of a plugin's task: up to date exactly when `judge` gives one of `states`.
+
+    Evaluated when doit checks the task (`doit`, `doit list --status`), never at load.
+    """
+
+    def __init__(self, settings, plugin: Plugin, states: tuple[str, ...] = ("fresh",)):
+        self.settings, self.plugin, self.states = settings, plugin, states
+
+    def __call__(self, task, values) -> bool:
+        from skillbuild import build  # build needs discovery only; imported here to keep ui free of it at load
+
+        state, _ = judge(self.settings, self.plugin, build.expected_provenance(self.settings))
+        return state in self.states
 
 
 def format_table(table: list[Row], outcomes: dict | None = None) -> str:
     """Fixed-width text: plugin, state, bytes, last outcome from the audit DB and when, then the detail."""
     from skillbuild.ui.report import status_rows
 
-    joined = status_rows([(r.name, r.state, r.bytes) for r in table], outcomes or {})
+    joined = status_rows([(r.key, r.state, r.bytes) for r in table], outcomes or {})
     width = max([len(r.key) for r in table] + [6])
     when = max([len(j.when) for j in joined] + [4])
     lines = [f"{'plugin':<{width}}  {'state':<7}  {'bytes':>6}  {'last outcome':<18}  {'when':<{when}}  detail"]
