@@ -158,3 +158,22 @@ def test_no_request_carries_a_planted_secret_or_a_comment(doit, tmp_path, fake_v
 
 def skill_text_or_empty(path: Path) -> str:
     return path.read_text() if path.exists() else ""
+
+
+def test_a_rejected_candidate_is_kept_redacted(tmp_path):
+    from types import SimpleNamespace
+
+    from skillbuild import build
+    from skillbuild.skill import validation
+
+    candidate = skillmd.render({"name": "leaky", "description": "Opens pull requests."},
+                               f"# Leaky\n\nExport GITHUB_TOKEN={PLANTED[0]} first.\n")
+    reasons = validation.check_skill(candidate, "leaky", min_bytes=10, max_bytes=9000, max_body_lines=50)
+    (secret,) = [r for r in reasons if r.startswith("secrets:")]
+    assert "GitHub token on line 8" in secret and PLANTED[0] not in secret
+    settings = SimpleNamespace(rejected_dir=tmp_path / "rejected", vertex_token="vertex-token-123456",
+                               turso_token_env="SKILLBUILD_TEST_UNSET_TOKEN")
+    plugin = SimpleNamespace(key="leaky")
+    kept = build._keep_rejected(settings, plugin, "SKILL.md", candidate + "vertex-token-123456\n", reasons)
+    assert "GITHUB_TOKEN=[REDACTED] first" in kept.read_text()
+    assert PLANTED[0] not in kept.read_text() and "vertex-token-123456" not in kept.read_text()

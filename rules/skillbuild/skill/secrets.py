@@ -40,7 +40,8 @@ LOG_ASSIGNMENT = re.compile(
 LOG_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{4,}")  # logs: any bearer value at all
 # Values of these maps in .mcp.json, hooks.json and plugin.json are environment and HTTP headers: secrets.
 CONFIG_BLOCK = re.compile(r"(\"(?:env|headers)\"\s*:\s*\{)([^{}]*)")
-JSON_MEMBER = re.compile(r"(\"(?:[^\"\\]|\\.)*\"\s*:\s*)\"(?:[^\"\\]|\\.)*\"")
+# A value cut off by the input budget (no closing quote) is still a value.
+JSON_MEMBER = re.compile(r"(\"(?:[^\"\\]|\\.)*\"\s*:\s*)\"(?:[^\"\\]|\\.)*(?:\"|$)")
 MIN_SECRET_LENGTH = 6  # shorter listed "secrets" (e.g. a test token "x") would blank out ordinary text
 
 

@@ -51,19 +51,19 @@ def check_skill(text: str, skill_name: str, *, min_bytes: int, max_bytes: int, m
     reasons += _content_rules(text, body)
     reasons += _reference_rules(body, set(commands), set(agents), set(namespaces) | {skill_name})
     reasons += safety.check(meta, text, original, vouchers)
-    reasons += _markdown_rules(body, skill_dir)
+    reasons += _markdown_rules(text, skill_dir)  # the whole file, so line numbers are the file's
     found = secrets.findings(text)
     if found:
         reasons.append("secrets: a credential is present (value withheld): " + ", ".join(found[:5]))
     return reasons
 
 
-def _markdown_rules(body: str, skill_dir: Path | None) -> list[str]:
+def _markdown_rules(text: str, skill_dir: Path | None) -> list[str]:
     reasons = []
-    empty = markdown.empty_sections(body)
+    empty = markdown.empty_sections(text)
     if empty:
         reasons.append("sections: empty sections (a heading with nothing under it): " + ", ".join(empty[:5]))
-    broken = markdown.broken_links(body, skill_dir) if skill_dir is not None else []
+    broken = markdown.broken_links(text, skill_dir) if skill_dir is not None else []
     if broken:
         reasons.append("links: relative links whose target does not exist from the skill's folder: "
                        + ", ".join(broken[:5]))
