@@ -148,6 +148,8 @@ def test_markdown_rebase_and_empty_sections():
     text = "See [x](references/x.md#s), [gone](gone.md) and `[code](gone.md)`.\n```\n[k](gone.md)\n```\n"
     moved = markdown.rebase_links(text, "", "skills/demo", lambda p: p == "references/x.md")
     assert moved.startswith("See [x](../../references/x.md#s), gone and") and "[k](gone.md)" in moved
+    labelled = markdown.rebase_links("[`references/x.md`](references/x.md)", "", "skills/demo", lambda p: True)
+    assert labelled == "[`references/x.md`](../../references/x.md)"
     doc = "# T\n\n## A\n\n### B\n\n## C\n\ntext\n\n```\n# not a heading\n```\n"
     assert markdown.empty_sections(doc) == ["'### B' on line 5"]
     assert markdown.empty_sections(markdown.drop_empty_sections(doc)) == []

@@ -28,5 +28,14 @@ def prepare(context: PluginContext, folder: Path | None, skill_dir: str = "") ->
             text = markdown.rebase_links(text, markdown.folder_of(f.rel), skill_dir,
                                          lambda rooted: os.path.exists(os.path.normpath(folder / rooted)))
         files.append(dataclasses.replace(f, text=text))
-    manifest, n = secrets.redact_data(context.manifest)
+    manifest, n = secrets.redact_data(_without_comments(context.manifest))
     return dataclasses.replace(context, files=tuple(files), manifest=manifest), count + n
+
+
+def _without_comments(value):
+    """A parsed manifest with HTML comments stripped from every string in it."""
+    if isinstance(value, dict):
+        return {key: _without_comments(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_comments(item) for item in value]
+    return markdown.strip_comments(value) if isinstance(value, str) else value

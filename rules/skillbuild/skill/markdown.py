@@ -139,7 +139,8 @@ def rebase_links(text: str, source_dir: str, target_dir: str, exists) -> str:
             label = re.match(r"!?\[(.*)\]\(", whole, re.S)
             return label.group(1) if label and not whole.startswith("!") else ""
         new = rebase(path, source_dir, target_dir) + raw.strip("<>")[len(raw.strip("<>").split("#", 1)[0]):]
-        return whole.replace(raw, new, 1)
+        start, end = match.start(1) - match.start(), match.end(1) - match.start()
+        return whole[:start] + new + whole[end:]  # the target only: a label may repeat the path
 
     out, in_fence = [], False
     for line in text.split("\n"):

@@ -25,11 +25,12 @@ PATTERNS: list[tuple[str, re.Pattern]] = [
     # a digit in the value: "a Bearer token" and "Bearer authentication" are prose, not credentials
     ("bearer token", re.compile(r"(?i)\bbearer\s+(?=[A-Za-z._~+/=-]*\d)[A-Za-z0-9._~+/=-]{8,}")),
 ]
-# `password=hunter2xyz`, `API_TOKEN="abc123def"`: a literal value, not `$VAR`, `<token>`, `os.environ[...]`
-# or an upper-case variable name. The name stays readable; only the value is replaced.
+# `password=hunter2xyz`, `API_TOKEN="abc123def"`: a literal value, not `$VAR`, `<token>`, `os.environ[...]`,
+# an upper-case variable name or a documented stand-in (`your-token-here`, `example-key`). The name stays readable; only the value is replaced.
 LITERAL_ASSIGNMENT = re.compile(
     r"(?i)(\b[\w-]*(?:password|passwd|token|secret|api[_-]?key)\s*=\s*([\"']?))"
-    r"(?-i:(?![A-Z0-9_]+\b))([A-Za-z0-9_+/=!@#%^*-]{8,})(?![\w.(\[{$])")
+    r"(?-i:(?![A-Z0-9_]+\b))(?![^\s\"']*(?:your|here|example|sample|dummy|placeholder|changeme|xxxx))"
+    r"([A-Za-z0-9_+/=!@#%^*-]{8,})(?![\w.(\[{$])")
 # Looser, for log lines only: `"api_key": "abc"`, `password: abc`, `Authorization: xyz`. The name must end in
 # the secret word (or a short suffix of it), so a plugin named `secret-sentry: ...` stays readable.
 LOG_ASSIGNMENT = re.compile(
