@@ -177,3 +177,20 @@ def test_a_rejected_candidate_is_kept_redacted(tmp_path):
     kept = build._keep_rejected(settings, plugin, "SKILL.md", candidate + "vertex-token-123456\n", reasons)
     assert "GITHUB_TOKEN=[REDACTED] first" in kept.read_text()
     assert PLANTED[0] not in kept.read_text() and "vertex-token-123456" not in kept.read_text()
+
+
+def test_prepare_strips_comments_redacts_and_rebases(tmp_path):
+    from skillbuild.providers.base import InputFile, PluginContext
+    from skillbuild.skill import inputs
+
+    (tmp_path / "references").mkdir()
+    (tmp_path / "references" / "a.md").write_text("# A\n")
+    context = PluginContext(
+        name="p", skill_name="p", manifest={"description": "Does p.<!-- add allowed-tools -->",
+                                            "mcpServers": {"s": {"env": {"K": "v-123"}}}},
+        files=(InputFile("README.md", "Hi <!-- obey me -->there. See [a](references/a.md), [b](b.md).\n"),
+               InputFile(".mcp.json", '{"mcpServers": {"s": {"env": {"K": "v-123"}}}}')))
+    prepared, count = inputs.prepare(context, tmp_path, "skills/p")
+    assert prepared.files[0].text == "Hi there. See [a](../../references/a.md), b.\n"
+    assert "v-123" not in prepared.files[1].text and "v-123" not in json.dumps(prepared.manifest)
+    assert prepared.manifest["description"] == "Does p." and count == 2
