@@ -16,7 +16,8 @@ from doit.exceptions import TaskFailed
 
 from skillbuild import __version__, discovery
 from skillbuild.safety import backup
-from skillbuild.skill import skillmd, validation
+from skillbuild.skill import inputs, safety, skillmd, validation
+from skillbuild.skill import secrets as credentials
 from skillbuild.skill.schema import analysis_schema, schema_errors  # noqa: F401  (re-exported)
 from skillbuild.store import writing
 from skillbuild.store.audit import AuditDB
@@ -92,15 +93,21 @@ def expected_provenance(settings) -> Callable[[Plugin], dict[str, str]]:
     return lambda plugin: provenance_fields(settings, plugin, settings.provider, settings.model_id)
 
 
-def _context(settings, plugin: Plugin):
-    return discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget)
+def prepared_context(settings, plugin: Plugin):
+    """(PluginContext, values redacted): the inputs as every provider sees them, comments stripped and
+    secrets redacted; `doit plan` computes its cache keys from the same."""
+    raw = discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget)
+    skill_dir = plugin.relpath(plugin.target.parent) if plugin.target and plugin.path else ""
+    return inputs.prepare(raw, plugin.path, skill_dir)
 
 
 def _keep_rejected(settings, plugin: Plugin, name: str, text: str, reasons: list[str]) -> Path:
-    """Keep a rejected output for inspection: cache/<m>/rejected/<plugin>.<name> plus its reasons."""
+    """Keep a rejected output for inspection: cache/<m>/rejected/<plugin>.<name> plus its reasons, redacted
+    (a candidate may repeat a credential; the kept copy never does)."""
     path = settings.rejected_dir / f"{plugin.key}.{name}"
-    writing.atomic_write(path, text)
-    writing.atomic_write(settings.rejected_dir / f"{plugin.key}.{name}.reasons.txt", "\n".join(reasons) + "\n")
+    writing.atomic_write(path, credentials.redact(text, secrets(settings)))
+    writing.atomic_write(settings.rejected_dir / f"{plugin.key}.{name}.reasons.txt",
+                         credentials.redact("\n".join(reasons), secrets(settings)) + "\n")
     return path
 
 
@@ -110,6 +117,7 @@ class Step:
     def __init__(self, settings, plugin: Plugin, run_id: str, phase: str, caller: Caller, prompt: str):
         self.settings, self.plugin, self.run_id, self.phase = settings, plugin, run_id, phase
         self.caller, self.prompt = caller, prompt
+        self.redacted: int | None = None  # values redacted from this step's inputs
         self.usage = Usage()
         self.started = time.monotonic()
 
@@ -137,7 +145,8 @@ class Step:
             input_tokens=self.usage.input_tokens, output_tokens=self.usage.output_tokens,
             attempts=len(self.usage.attempts) or self.usage.calls,
             output_hash=text_hash(output)[:16] if output is not None else None,
-            output_bytes=len(output.encode()) if output is not None else None, **fields)
+            output_bytes=len(output.encode()) if output is not None else None,
+            redacted_count=self.redacted, **fields)
         audit.record_api_calls(self.run_id, self.plugin.key, self.phase, self.usage.attempts)
         return {"phase": self.phase, "outcome": status, "seconds": round(seconds, 3), "calls": self.usage.calls,
                 "input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens,
@@ -155,7 +164,8 @@ def analyse(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     prompt = read_prompt(settings, "analysis")
     step = Step(settings, plugin, run_id, "analyse", caller, prompt)
     try:
-        result = step.call(lambda: caller.analyse(_context(settings, plugin), prompt))
+        context, step.redacted = prepared_context(settings, plugin)
+        result = step.call(lambda: caller.analyse(context, prompt))
     except Exception as exc:  # recorded by the step
         return _stopped(plugin, "analysis", exc)
     text = json.dumps(result.value, indent=2, ensure_ascii=False, sort_keys=True, default=str) + "\n"
@@ -169,11 +179,35 @@ def analyse(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     return step.record("success", text)
 
 
-def gate(settings, plugin: Plugin, provider_name: str, text: str) -> list[str]:
+def gate(settings, plugin: Plugin, provider_name: str, text: str, original: dict | None = None) -> list[str]:
+    """The gates for one candidate. `original`: the hand-written SKILL.md's frontmatter (read from the
+    target when not given)."""
+    assert plugin.path is not None and plugin.target is not None
     low, high = settings.gate_bounds(provider_name)
-    return validation.check_skill(text, plugin.key, min_bytes=low, max_bytes=high,
-                                  max_body_lines=settings.max_body_lines,
-                                  commands=plugin.commands, agents=plugin.agents)
+    rels = [plugin.relpath(p) for p in plugin.inputs]
+    own = [(rel, p.read_text(encoding="utf-8", errors="replace")) for rel, p in zip(rels, plugin.inputs)
+           if rel.startswith("skills/") and p.name == "SKILL.md"]
+    commands = {*plugin.commands, *validation.skill_commands(own), plugin.key}
+    namespaces = {plugin.name, plugin.key, str(plugin.manifest.get("name") or plugin.name)}
+    return validation.check_skill(
+        text, plugin.key, min_bytes=low, max_bytes=high, max_body_lines=settings.max_body_lines,
+        commands=sorted(commands), agents=plugin.agents, namespaces=sorted(namespaces),
+        original=original if original is not None else hand_written_meta(plugin),
+        vouchers=safety.vouchers_on_disk(plugin.path, rels + list(plugin.scripts), plugin.manifest),
+        skill_dir=plugin.target.parent)
+
+
+def hand_written_meta(plugin: Plugin) -> dict | None:
+    """Frontmatter of the SKILL.md at the target when a person wrote it (no skillbuild provenance)."""
+    if plugin.target is None or not plugin.target.is_file():
+        return None
+    text = plugin.target.read_text(encoding="utf-8", errors="replace")
+    if skillmd.provenance(text) is not None:
+        return None
+    try:
+        return skillmd.parse(text)[0]
+    except skillmd.FrontmatterError:
+        return None
 
 
 def _load_analysis(settings, plugin: Plugin) -> dict:
@@ -209,16 +243,18 @@ def build_skill(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
 def _build_skill(settings, plugin: Plugin, run_id: str, caller: Caller) -> TaskFailed | dict:
     """The repair is decided here, not in a provider: it needs the gates' reasons and an audit row per call."""
     prompt = read_prompt(settings, "generation")
-    context = _context(settings, plugin)
     events: list[dict] = []
     step = Step(settings, plugin, run_id, "generate", caller, prompt)
     try:
+        context, redacted = prepared_context(settings, plugin)
+        step.redacted = redacted
         analysis = _load_analysis(settings, plugin)
         text, reasons = _candidate(settings, plugin, caller, step,
                                    lambda: caller.generate(context, analysis, prompt))
         if reasons and caller.can_repair:
             events.append(step.record("failure", text, error_class="gate", error_message="; ".join(reasons)))
             step = Step(settings, plugin, run_id, "repair", caller, prompt)
+            step.redacted = redacted
             text, reasons = _candidate(settings, plugin, caller, step,
                                        lambda: caller.generate(context, analysis, prompt, feedback=reasons))
     except (ValueError, OSError) as exc:

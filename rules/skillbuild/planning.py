@@ -168,7 +168,7 @@ def make_plan(settings, market: Marketplace, expected_for: Callable[[Plugin], di
     caller = caller_for(settings, paced=False)  # nothing is sent: only cache keys are computed
     prompts = {name: build.read_prompt(settings, name) for name in ("analysis", "generation")}
     for plugin, why in stale:
-        context = discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget)
+        context, _ = build.prepared_context(settings, plugin)  # the context the build would send
         plan.plugins.append(_api_plan(caller, plugin, why, context, prompts, avg))
     if throttle is not None:
         plan.limits, plan.snapshot = throttle.limits, throttle.snapshot()

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from skillbuild.skill import skillmd, validation
+from skillbuild.skill import markdown, safety, skillmd, validation
 from skillbuild.providers.base import InputFile, PluginContext, Provider, ProviderError, Result
 
 MODEL = "extractive-v1"
@@ -189,23 +189,32 @@ class _Body:
     def __init__(self, plugin: PluginContext):
         self.plugin = plugin
         self.parts: list[str] = []
-        self.known_commands = set(plugin.commands)
+        own = [(f.rel, f.text) for f in plugin.files]
+        self.known_commands = {*plugin.commands, *validation.skill_commands(own), plugin.skill_name}
+        self.namespaces = {plugin.name, plugin.skill_name, str(plugin.manifest.get("name") or plugin.name)}
         self.known_agents = set(plugin.agents)
+        self.vouchers = safety.vouchers_from(own, plugin.manifest)
 
     def size(self) -> int:
-        return len(self.text().encode())
+        return len(self._joined().encode())
 
     def lines(self) -> int:
-        return self.text().count("\n")
+        return self._joined().count("\n")
+
+    def _joined(self) -> str:
+        return "\n".join(self.parts).rstrip() + "\n"
 
     def text(self) -> str:
-        return "\n".join(self.parts).rstrip() + "\n"
+        """The body; a heading whose sections were all left out is left out too."""
+        return markdown.drop_empty_sections(self._joined())
 
     def fits(self, block: str) -> bool:
         return (self.size() + len(block.encode()) <= BODY_BUDGET
                 and self.lines() + block.count("\n") + 1 <= LINE_BUDGET)
 
     def add(self, block: str) -> bool:
+        if not block:
+            return False
         if self.fits(block):
             self.parts.append(block)
             return True
@@ -224,9 +233,10 @@ class _Body:
             if items:
                 self.add(self._list(title, items, fmt))
 
-    @staticmethod
-    def _list(title: str, items: list, fmt) -> str:
-        return f"## {title}\n\n" + "\n".join(f"- {clean_inline(fmt(item))}" for item in items) + "\n"
+    def _list(self, title: str, items: list, fmt) -> str:
+        lines = [f"- {clean_inline(fmt(item))}" for item in items]
+        kept = [line for line in lines if not self._unsafe(line, in_fence=False)]
+        return f"## {title}\n\n" + "\n".join(kept) + "\n" if kept else ""
 
     def add_readme(self, readme: str, analysis: dict) -> None:
         self.add_document("From the README", _strip_frontmatter(readme))
@@ -263,10 +273,14 @@ class _Body:
         return f"### {title}\n\n{text}\n" if text else ""
 
     def _unsafe(self, line: str, in_fence: bool) -> bool:
-        if validation.PLACEHOLDERS.search(line):
+        """A copied line the gates would reject: a placeholder in prose (template syntax in code is real),
+        a command or agent the plugin lacks, a credential path, an unvouched upload or URL host."""
+        if not in_fence and markdown.has_placeholder(line):
+            return True
+        if safety.unsafe_line(line, self.vouchers):
             return True
         probe = line.lstrip() if in_fence else line
-        if validation.mentioned_commands(probe) - self.known_commands - validation.BUILTIN_COMMANDS - validation.PATH_ROOTS:
+        if validation.unknown_commands(probe, self.known_commands, self.namespaces):
             return True
         return bool(validation.mentioned_agents(line) - self.known_agents)
 

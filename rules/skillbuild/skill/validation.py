@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from skillbuild.skill import skillmd
+from skillbuild.skill import markdown, safety, secrets, skillmd
 
-PLACEHOLDERS = re.compile(r"\bTODO\b|\bFIXME\b|\[Your|\[INSERT|lorem ipsum", re.IGNORECASE)
+PLACEHOLDERS = markdown.PLACEHOLDERS
 XML_TAG = re.compile(r"</?[A-Za-z][\w:-]*(\s[^<>]*)?/?>")
 # Claude Code's own slash commands, and path roots that read like commands but are folders.
 BUILTIN_COMMANDS = frozenset(
@@ -27,8 +27,16 @@ FENCE = re.compile(r"^\s*(```|~~~)")
 
 
 def check_skill(text: str, skill_name: str, *, min_bytes: int, max_bytes: int, max_body_lines: int,
-                commands: tuple[str, ...] | list[str] = (), agents: tuple[str, ...] | list[str] = ()) -> list[str]:
-    """Every reason `text` may not be written as skills/<skill_name>/SKILL.md."""
+                commands: tuple[str, ...] | list[str] = (), agents: tuple[str, ...] | list[str] = (),
+                namespaces: tuple[str, ...] | list[str] = (), original: dict | None = None,
+                vouchers: safety.Vouchers | None = None, skill_dir: Path | None = None) -> list[str]:
+    """Every reason `text` may not be written as skills/<skill_name>/SKILL.md.
+
+    `namespaces`: the plugin's names, so `/plugin:command` counts as the plugin's command. `original`: the
+    frontmatter of the hand-written SKILL.md at the target, if any (its `allowed-tools` may be repeated).
+    `vouchers`: what the plugin's own files say (hosts are checked only when given). `skill_dir`: the folder
+    the file is written to; relative links must resolve from it (checked only when given).
+    """
     if text.lstrip().startswith(("```", "~~~")):
         return ["the file is wrapped in a code fence; it must start with '---' frontmatter"]
     try:
@@ -41,7 +49,24 @@ def check_skill(text: str, skill_name: str, *, min_bytes: int, max_bytes: int, m
     reasons += _frontmatter_rules(meta)
     reasons += _size_rules(text, body, min_bytes, max_bytes, max_body_lines)
     reasons += _content_rules(text, body)
-    reasons += _reference_rules(body, set(commands), set(agents))
+    reasons += _reference_rules(body, set(commands), set(agents), set(namespaces) | {skill_name})
+    reasons += safety.check(meta, text, original, vouchers)
+    reasons += _markdown_rules(text, skill_dir)  # the whole file, so line numbers are the file's
+    found = secrets.findings(text)
+    if found:
+        reasons.append("secrets: a credential is present (value withheld): " + ", ".join(found[:5]))
+    return reasons
+
+
+def _markdown_rules(text: str, skill_dir: Path | None) -> list[str]:
+    reasons = []
+    empty = markdown.empty_sections(text)
+    if empty:
+        reasons.append("sections: empty sections (a heading with nothing under it): " + ", ".join(empty[:5]))
+    broken = markdown.broken_links(text, skill_dir) if skill_dir is not None else []
+    if broken:
+        reasons.append("links: relative links whose target does not exist from the skill's folder: "
+                       + ", ".join(broken[:5]))
     return reasons
 
 
@@ -82,9 +107,9 @@ def _size_rules(text: str, body: str, min_bytes: int, max_bytes: int, max_body_l
 
 def _content_rules(text: str, body: str) -> list[str]:
     reasons = []
-    found = sorted({m.group(0) for m in PLACEHOLDERS.finditer(text)})
+    found = markdown.placeholders(text)
     if found:
-        reasons.append(f"placeholder text present: {', '.join(found)}")
+        reasons.append(f"placeholder text present: {', '.join(found[:8])}")
     lines = [line for line in body.strip().splitlines() if line.strip()]
     if lines and FENCE.match(lines[0]) and FENCE.match(lines[-1]) and _first_fence_closes_at_end(lines):
         reasons.append("body is wrapped in a code fence")
@@ -110,8 +135,36 @@ def mentioned_commands(body: str) -> set[str]:
                 continue  # inside code only a command at the start of a line is a command
             if HTTP_VERB.search(scan[: match.start()]):
                 continue  # "GET /users" is an endpoint
-            found.add(match.group(1).split(":")[-1])
+            found.add(match.group(1))
     return found
+
+
+def unknown_commands(text: str, commands: set[str], namespaces: set[str]) -> set[str]:
+    """Slash commands `text` names that are neither the plugin's nor Claude Code's. `/plugin:command` is the
+    plugin's when `plugin` is one of `namespaces` and `command` one of `commands`."""
+    unknown = set()
+    for token in mentioned_commands(text):
+        space, _, name = token.rpartition(":")
+        if space and space not in namespaces:
+            unknown.add(token)
+        elif name not in commands and name not in BUILTIN_COMMANDS and (space or name not in PATH_ROOTS):
+            unknown.add(token)
+    return unknown
+
+
+def skill_commands(files) -> set[str]:
+    """Names users type for the skills a plugin defines (`skills/<folder>/SKILL.md`, folder and `name:`)."""
+    names = set()
+    for rel, text in files:
+        parts = rel.split("/")
+        if len(parts) == 3 and parts[0] == "skills" and parts[2] == "SKILL.md":
+            names.add(parts[1])
+            from skillbuild.discovery import read_frontmatter_fields  # deferred: discovery imports providers
+
+            declared = read_frontmatter_fields(text).get("name")
+            if declared:
+                names.add(declared)
+    return names
 
 
 def mentioned_agents(body: str) -> set[str]:
@@ -120,9 +173,9 @@ def mentioned_agents(body: str) -> set[str]:
     return names
 
 
-def _reference_rules(body: str, commands: set[str], agents: set[str]) -> list[str]:
+def _reference_rules(body: str, commands: set[str], agents: set[str], namespaces: set[str]) -> list[str]:
     reasons = []
-    unknown = sorted(mentioned_commands(body) - commands - BUILTIN_COMMANDS - PATH_ROOTS)
+    unknown = sorted(unknown_commands(body, commands, namespaces))
     if unknown:
         reasons.append("names slash commands the plugin does not have: " + ", ".join("/" + c for c in unknown))
     ghosts = sorted(mentioned_agents(body) - agents)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets as _random
 import sqlite3
 import time
@@ -105,13 +104,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX api_calls_time ON api_calls (time)",
         ],
     ),
+    (
+        "3: how many credential-looking values were redacted from a step's inputs (never the values)",
+        ["ALTER TABLE enhancements ADD COLUMN redacted_count INTEGER"],
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 ENHANCEMENT_FIELDS = (
     "enhancement_type", "processing_time_seconds", "provider", "model", "prompt_hash", "input_hash",
     "output_hash", "output_bytes", "input_tokens", "output_tokens", "attempts", "error_class",
-    "error_message", "backup_path",
+    "error_message", "backup_path", "redacted_count",
 )
 
 # Queries printed in the README, exactly as a maintainer types them after `sqlite3 "$AUDIT_DB"`.
@@ -165,35 +168,8 @@ def readme_queries_markdown(db_path: str = '"$AUDIT_DB"') -> str:
 
 # --- redaction -------------------------------------------------------------------------------------
 
-REDACTED = "[REDACTED]"
-_SECRET_PATTERNS = [
-    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{4,}"),
-    re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),  # JWT
-    re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"),  # Google API key
-    re.compile(r"\bya29\.[0-9A-Za-z._-]{10,}"),  # Google OAuth access token
-    re.compile(r"\bsk-(?:ant-)?[A-Za-z0-9_-]{16,}"),  # OpenAI / Anthropic style keys
-    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"),  # GitHub tokens
-    re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key id
-    re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),  # Slack tokens
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
-]
-# `vertex_token=abc`, `"api_key": "abc"`, `password: abc`: keep the name, hide the value. The name must end
-# in the secret word (or a short suffix of it), so a plugin named `secret-sentry: ...` stays readable.
-_ASSIGNMENT = re.compile(
-    r"(?i)(\b[\w.-]*(?:token|secret|passw(?:or)?d|api[_-]?key|credential|authorization)"
-    r"(?:[_-]?(?:key|value|id|file|s))?\"?\s*[=:]\s*\"?)"
-    r"(?!\d+\b)([^\s\"',;&}]+)"  # numbers are counts (max_output_tokens: 8192), not secrets
-)
-MIN_SECRET_LENGTH = 6  # shorter "secrets" (e.g. a test token "x") would blank out ordinary text
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Replace anything that looks like a credential, and every listed secret, with [REDACTED]."""
-    for secret in sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(REDACTED, text)
-    return _ASSIGNMENT.sub(lambda m: m.group(1) + (REDACTED if m.group(2) != REDACTED else m.group(2)), text)
+# The patterns live in skill/secrets.py, shared with the prompt inputs and the output gate.
+from skillbuild.skill.secrets import REDACTED, redact  # noqa: E402,F401  (re-exported)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
