@@ -2,7 +2,9 @@
 
 Every outcome lands in the audit DB, failures included. Actions return `TaskFailed` with a reason a
 maintainer can act on, or a dict of events for the run's progress output. A failed or invalid generation
-is kept under cache/<m>/rejected/ and never touches the working file.
+is kept under cache/<m>/rejected/ and never touches the working file. A hand-written SKILL.md at the target
+is the first input of both phases, its replacement must pass the never-worse gate, and the frontmatter keys
+skillbuild does not write are carried over from it verbatim.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from doit.exceptions import TaskFailed
 
 from skillbuild import __version__, discovery
 from skillbuild.safety import backup
-from skillbuild.skill import skillmd, validation
+from skillbuild.skill import neverworse, skillmd, validation
 from skillbuild.skill.schema import analysis_schema, schema_errors  # noqa: F401  (re-exported)
 from skillbuild.store import writing
 from skillbuild.store.audit import AuditDB
@@ -118,8 +120,8 @@ def expected_provenance(settings) -> Callable[[Plugin], dict[str, str]]:
     return lambda plugin: provenance_fields(settings, plugin, settings.provider, model_id(settings))
 
 
-def _context(settings, plugin: Plugin):
-    return discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget)
+def _context(settings, plugin: Plugin, original: str | None = None):
+    return discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget, original)
 
 
 def _keep_rejected(settings, plugin: Plugin, name: str, text: str, reasons: list[str]) -> Path:
@@ -181,7 +183,8 @@ def analyse(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     prompt = read_prompt(settings, "analysis")
     step = Step(settings, plugin, run_id, "analyse", provider, prompt)
     try:
-        result = step.call(lambda: provider.analyse(_context(settings, plugin), prompt))
+        context = _context(settings, plugin, skillmd.read_hand_written(plugin.target))
+        result = step.call(lambda: provider.analyse(context, prompt))
     except Exception as exc:  # recorded by the step
         return _stopped(plugin, "analysis", exc)
     text = json.dumps(result.value, indent=2, ensure_ascii=False, sort_keys=True, default=str) + "\n"
@@ -195,11 +198,29 @@ def analyse(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     return step.record("success", text)
 
 
-def gate(settings, plugin: Plugin, provider_name: str, text: str) -> list[str]:
+def gate(settings, plugin: Plugin, provider_name: str, text: str, original: str | None = None) -> list[str]:
+    """Every reason `text` may not be written; `original` is the hand-written file it would replace."""
     low, high = settings.gate_bounds(provider_name)
-    return validation.check_skill(text, plugin.key, min_bytes=low, max_bytes=high,
-                                  max_body_lines=settings.max_body_lines,
-                                  commands=plugin.commands, agents=plugin.agents)
+    carried = tuple(skillmd.carried_keys(original)) if original else ()
+    reasons = validation.check_skill(text, plugin.key, min_bytes=low, max_bytes=high,
+                                     max_body_lines=settings.max_body_lines,
+                                     commands=plugin.commands, agents=plugin.agents, carried=carried)
+    if original is not None:
+        assert plugin.target is not None
+        reasons += neverworse.check(original, text, commands=set(plugin.commands), folder=plugin.target.parent)
+    return reasons
+
+
+def _original_metadata(original: str | None) -> dict[str, str]:
+    """The hand-written file's own `metadata` entries: kept in the new file (our provenance wins)."""
+    if not original:
+        return {}
+    try:
+        meta, _ = skillmd.parse(original)
+    except skillmd.FrontmatterError:
+        return {}
+    found = meta.get("metadata")
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
 def _load_analysis(settings, plugin: Plugin) -> dict:
@@ -211,14 +232,25 @@ def _load_analysis(settings, plugin: Plugin) -> dict:
     return data
 
 
-def _candidate(settings, plugin: Plugin, provider, step: Step, make: Callable[[], Result]) -> tuple[str, list[str]]:
-    """One generation (or repair) call, gated; provenance is added only to a candidate that passed."""
-    text = step.call(make).value
-    reasons = gate(settings, plugin, provider.name, text)
+def _candidate(settings, plugin: Plugin, provider, step: Step, make: Callable[[], Result],
+               original: str | None = None) -> tuple[str, list[str]]:
+    """One generation (or repair) call with the original's own frontmatter keys carried over, gated;
+    provenance is added only to a candidate that passed."""
+    carried = skillmd.carried_keys(original) if original else {}
+    text = skillmd.carry_over(step.call(make).value, carried)
+    reasons = gate(settings, plugin, provider.name, text, original)
     if not reasons:
-        text = skillmd.with_provenance(text, provenance_fields(settings, plugin, provider.name, provider.model))
-        reasons = gate(settings, plugin, provider.name, text)
+        fields = {**_original_metadata(original),
+                  **provenance_fields(settings, plugin, provider.name, provider.model)}
+        text = skillmd.with_provenance(text, fields, carried)
+        reasons = gate(settings, plugin, provider.name, text, original)
     return text, reasons
+
+
+def _carried_note(original: str | None) -> str | None:
+    """The console and log line naming the keys that came from the original, not from the model."""
+    carried = skillmd.carried_keys(original) if original else {}
+    return f"kept from the original: {', '.join(carried)}" if carried else None
 
 
 def build_skill(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
@@ -234,18 +266,20 @@ def build_skill(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
 
 def _build_skill(settings, plugin: Plugin, run_id: str, provider) -> TaskFailed | dict:
     prompt = read_prompt(settings, "generation")
-    context = _context(settings, plugin)
+    original = skillmd.read_hand_written(plugin.target)  # read before anything is written
+    context = _context(settings, plugin, original)
     events: list[dict] = []
     step = Step(settings, plugin, run_id, "generate", provider, prompt)
     try:
         analysis = _load_analysis(settings, plugin)
         text, reasons = _candidate(settings, plugin, provider, step,
-                                   lambda: provider.generate(context, analysis, prompt))
+                                   lambda: provider.generate(context, analysis, prompt), original)
         if reasons and getattr(provider, "can_repair", True):
             events.append(step.record("failure", text, error_class="gate", error_message="; ".join(reasons)))
             step = Step(settings, plugin, run_id, "repair", provider, prompt)
             text, reasons = _candidate(settings, plugin, provider, step,
-                                       lambda: provider.generate(context, analysis, prompt, feedback=reasons))
+                                       lambda: provider.generate(context, analysis, prompt, feedback=reasons),
+                                       original)
     except (ValueError, OSError) as exc:
         step.record("failure", error_class=type(exc).__name__, error_message=str(exc))
         return _stopped(plugin, "generation", exc)
@@ -261,7 +295,9 @@ def _build_skill(settings, plugin: Plugin, run_id: str, provider) -> TaskFailed 
     except (OSError, backup.BackupError) as exc:
         step.record("failure", text, error_class=type(exc).__name__, error_message=str(exc))
         return TaskFailed(f"{plugin.name}: writing {plugin.target} failed: {exc}; the file is unchanged")
-    events.append(step.record("success", text, backup_path=str(saved)))
+    done = step.record("success", text, backup_path=str(saved))
+    done["reason"] = _carried_note(original)
+    events.append(done)
     return {"events": events}
 
 
@@ -274,13 +310,13 @@ def _write(settings, plugin: Plugin, run_id: str, text: str) -> Path:
     return saved
 
 
-def keep(settings, plugin: Plugin, run_id: str) -> dict:
-    """A hand-written SKILL.md of full size: recorded once per change of the file, no API call."""
+def keep(settings, plugin: Plugin, run_id: str, why: str = "") -> dict:
+    """A hand-written SKILL.md kept as it is (`why`: status.keep_reason): recorded once per change, no API call."""
     assert plugin.target is not None
     size = plugin.target.stat().st_size
     open_audit(settings).record(run_id, plugin.name, plugin.rel, "keep", "kept", output_bytes=size,
-                                output_hash=text_hash(plugin.target.read_bytes())[:16])
-    return {"phase": "keep", "outcome": "kept", "reason": f"hand-written, {size} bytes"}
+                                output_hash=text_hash(plugin.target.read_bytes())[:16], error_message=why or None)
+    return {"phase": "keep", "outcome": "kept", "reason": why or f"hand-written, {size} bytes"}
 
 
 def skip(settings, plugin: Plugin, run_id: str) -> dict:

@@ -1,7 +1,8 @@
 """Each plugin's state, judged from discovery and the provenance in its SKILL.md (no doit state needed).
 
 States: fresh (ours, made from the current inputs, prompts and model), stale (will be rebuilt),
-kept (hand-written, full size), skipped (external source or untracked and not built), failed (bad input).
+kept (hand-written: full size, or any size under the offline provider), skipped (external source or
+untracked and not built), failed (bad input). A generated file edited by hand counts as hand-written.
 """
 from __future__ import annotations
 
@@ -20,13 +21,26 @@ class Row:
     detail: str
 
 
-def is_kept(plugin: Plugin, keep_min_bytes: int) -> bool:
-    """An existing SKILL.md at the target, not ours and full size, is hand-written work to keep."""
-    target = plugin.target
-    if target is None or not target.is_file():
-        return False
-    text = target.read_text(encoding="utf-8", errors="replace")
-    return skillmd.provenance(text) is None and len(text.encode()) >= keep_min_bytes
+def keep_reason(plugin: Plugin, keep_min_bytes: int, provider: str) -> str:
+    """Why the SKILL.md at the target is kept as it is, or "" when it may be rebuilt.
+
+    Hand-written work (no provenance of ours, or ours edited by hand) is kept when it is full size, and
+    always under the offline provider, whose extractive text could only be worse than a maintainer's.
+    """
+    text = skillmd.read_hand_written(plugin.target)
+    if text is None:
+        return ""
+    size = len(text.encode())
+    what = "hand-written" if skillmd.provenance(text) is None else "hand-edited since skillbuild wrote it"
+    if size >= keep_min_bytes:
+        return f"{what}, {size} bytes"
+    if provider == "offline":
+        return f"{what}, the offline provider never replaces it"
+    return ""
+
+
+def is_kept(plugin: Plugin, keep_min_bytes: int, provider: str) -> bool:
+    return bool(keep_reason(plugin, keep_min_bytes, provider))
 
 
 def staleness(settings, plugin: Plugin, expected: dict[str, str]) -> str:
@@ -34,9 +48,11 @@ def staleness(settings, plugin: Plugin, expected: dict[str, str]) -> str:
     target = plugin.target
     if target is None or not target.is_file():
         return "no SKILL.md yet"
-    mark = skillmd.provenance(target.read_text(encoding="utf-8", errors="replace"))
-    if mark is None:
-        return f"hand-written SKILL.md under {settings.keep_min_bytes} bytes will be replaced"
+    text = target.read_text(encoding="utf-8", errors="replace")
+    mark = skillmd.provenance(text)
+    if mark is None or skillmd.is_hand_written(text):
+        return (f"hand-written SKILL.md under {settings.keep_min_bytes} bytes: an input to its replacement, "
+                "which must pass the never-worse gate")
     changed = [k for k, v in expected.items() if mark.get(k) != v]
     return ("changed: " + ", ".join(changed)) if changed else ""
 
@@ -52,8 +68,8 @@ def rows(settings, market: Marketplace, expected_for) -> list[Row]:
             out.append(Row(plugin.key, plugin.name, "skipped", size, plugin.reason))
         elif plugin.state == "error":
             out.append(Row(plugin.key, plugin.name, "failed", None, plugin.reason))
-        elif is_kept(plugin, settings.keep_min_bytes):
-            out.append(Row(plugin.key, plugin.name, "kept", size, "hand-written SKILL.md kept" + note))
+        elif why := keep_reason(plugin, settings.keep_min_bytes, settings.provider):
+            out.append(Row(plugin.key, plugin.name, "kept", size, f"kept: {why}" + note))
         else:
             why = staleness(settings, plugin, expected_for(plugin))
             old = [plugin.relpath(p) for p in plugin.old_skills]
