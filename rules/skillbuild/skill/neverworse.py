@@ -27,8 +27,8 @@ whether which while who whom whose why will with within without would yet you yo
 GENERIC = frozenset("""
 activate activates agent agents ask asked asking asks assist assists claude code context help helps
 helping instead invoke invoked involve involves involving mention mentioned mentions need needs plugin
-plugins related relevant request requested requests skill skills something task tasks trigger triggers
-use used uses using user users want wants way work works working
+plugins related relevant request requested requests said say says skill skills something task tasks
+trigger triggers use used uses using user users want wants way work works working
 """.split())
 WORD = re.compile(r"[a-z0-9][a-z0-9+#_-]*[a-z0-9+#]")
 QUOTED = re.compile(r'"([^"\n]{3,120})"|\u201c([^\u201d\n]{3,120})\u201d|(?<![\w])\'([^\'\n]{3,120})\'(?![\w])')
