@@ -95,3 +95,15 @@ def test_spec_check_accepts_carried_keys_only():
     added = text.replace("license: MIT\n", "license: MIT\nmodel: opus\n")
     assert any("model" in r for r in check_skill(added, "playground", carried=list(skillmd.carried_keys(text)),
                                                   **opts))
+
+
+def test_hand_written_original_comes_first_and_whole_whatever_the_budget():
+    from skillbuild.discovery import discover, plugin_context
+
+    market = discover(ORIGINAL.parents[4])
+    plugin = next(p for p in market.plugins if p.key == "playground")
+    context = plugin_context(plugin, 100, 200, hand_written=original())
+    assert context.hand_written == "skills/playground/SKILL.md"
+    assert context.files[0].rel == context.hand_written and context.files[0].text == original()
+    assert all(f.rel != context.hand_written for f in context.files[1:])
+    assert any("total budget" in c for c in context.cut)  # the other inputs pay for it

@@ -25,8 +25,8 @@ those through thus to too under until up upon us very via was we were what whate
 whether which while who whom whose why will with within without would yet you your yours
 """.split())
 GENERIC = frozenset("""
-activate activates agent agents ask asked asking asks assist assists claude code context help helps
-helping instead invoke invoked involve involves involving mention mentioned mentions need needs plugin
+activate activates agent agents ask asked asking asks assist assists claude code command commands context
+help helps helping instead invoke invoked involve involves involving mention mentioned mentions need needs plugin
 plugins related relevant request requested requests said say says skill skills something task tasks
 trigger triggers use used uses using user users want wants way work works working
 """.split())
