@@ -168,9 +168,10 @@ class Call:
     digest: str  # what the fake server logs for this prompt
 
 
-def expected_calls(settings) -> list[Call]:
+def expected_calls(settings, originals: dict[Path, bytes | None] | None = None) -> list[Call]:
     """Every call a full build makes, with its cache key and prompt digest, rebuilt the way the provider
-    builds them (generation needs the stored analysis, so call this after the final run)."""
+    builds them (generation needs the stored analysis, so call this after the final run). `originals`: each
+    target's bytes before the build, since a hand-written one was the first input of both calls."""
     provider = vertex.build(settings)
     calls = []
     prompts = {p: build.read_prompt(settings, p) for p in ("analysis", "generation")}
@@ -179,9 +180,12 @@ def expected_calls(settings) -> list[Call]:
     for plugin in targets(settings).values():
         from skillbuild.ui import status
 
-        if status.is_kept(plugin, settings.keep_min_bytes):
+        if status.is_kept(plugin, settings.keep_min_bytes, settings.provider):
             continue
-        ctx = discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget)
+        before = (originals or {}).get(plugin.target)
+        hand = before.decode("utf-8", errors="replace") if before is not None else None
+        hand = hand if hand is not None and skillmd.is_hand_written(hand) else None
+        ctx = discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget, hand)
         message = vertex.analysis_message(ctx)
         calls.append(Call(plugin, "analyse", provider._cache_key(prompts["analysis"], message, analyse_config),
                           digest(message)))
@@ -212,9 +216,9 @@ class Ledger:
     distinct_keys: int = 0
 
 
-def ledger(settings, server_stats: dict) -> Ledger:
+def ledger(settings, server_stats: dict, originals: dict[Path, bytes | None] | None = None) -> Ledger:
     """Compare the response cache, the audit DB and the server's request log."""
-    calls = expected_calls(settings)
+    calls = expected_calls(settings, originals)
     cache = ResponseCache(settings.cache_dir / "responses")
     answered: dict[str, list[float]] = {}
     for req in server_stats["requests"]:
@@ -383,7 +387,7 @@ def chaos(source: Path, work: Path, kills: int, *, seed: int = 7, latency: str =
         stats = server.stats()
         stats["requests_total"] = before
         stats["requests"] = stats["requests"][:before]
-        report.ledger = ledger(settings, stats)
+        report.ledger = ledger(settings, stats, originals)
         report.open_runs = _open_runs(build.audit_path(settings))
     say("uninterrupted reference run on a fresh copy and a fresh server ...")
     with FakeVertex(latency=latency, seed=seed + 1) as server:

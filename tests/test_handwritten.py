@@ -87,6 +87,15 @@ def test_vertex_keeps_the_original_and_its_frontmatter(vx, market):
     assert "kept from the original: allowed-tools, user-invocable, argument-hint, license" in run.stdout
     # The fake answers with the hand-written body only when it found it in the request it received.
     assert skillmd.split(original)[1].strip() in body
+    # A later rebuild (an input changed) still has the replaced original as input, gate and key source.
+    readme = market / "plugins/playground/README.md"
+    readme.write_text(readme.read_text() + "\nA fourth layout, compare-two, shows two previews side by side.\n")
+    again = vx.run()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert outcomes(again)[("playground", "generate")] == "success"
+    rebuilt = (market / PLAYGROUND).read_text()
+    assert rebuilt != written and skillmd.split(original)[1].strip() in rebuilt
+    assert all(line in skillmd.split(rebuilt)[0].splitlines(keepends=True) for line in CARRIED)
     notes = (market / NOTES).read_text()  # the hand-edited generated file: an input too, its fix kept
     assert skillmd.provenance(notes)["generator"] == "skillbuild-vertex"
     assert 'listed under "unassigned", never dropped' in notes

@@ -51,6 +51,22 @@ def backups_root(settings) -> Path:
     return settings.build_dir / "backups"
 
 
+def saved_original_path(settings, plugin: Plugin) -> Path:
+    """Where the hand-written SKILL.md a build replaced is kept: it stays the input, the never-worse
+    reference and the source of carried frontmatter keys for every later rebuild of the plugin."""
+    return settings.build_dir / "originals" / f"{plugin.key}.SKILL.md"
+
+
+def original_text(settings, plugin: Plugin) -> str | None:
+    """The hand-written SKILL.md a new one must never be worse than: the one at the target, else the one
+    an earlier build replaced (so a rebuild, even one redone after a killed run, sends the same requests)."""
+    text = skillmd.read_hand_written(plugin.target)
+    if text is not None:
+        return text
+    saved = saved_original_path(settings, plugin)
+    return saved.read_text(encoding="utf-8") if saved.is_file() else None
+
+
 def secrets(settings) -> list[str]:
     """Values that must never be stored or printed: redacted wherever text is recorded."""
     import os
@@ -183,7 +199,7 @@ def analyse(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     prompt = read_prompt(settings, "analysis")
     step = Step(settings, plugin, run_id, "analyse", provider, prompt)
     try:
-        context = _context(settings, plugin, skillmd.read_hand_written(plugin.target))
+        context = _context(settings, plugin, original_text(settings, plugin))
         result = step.call(lambda: provider.analyse(context, prompt))
     except Exception as exc:  # recorded by the step
         return _stopped(plugin, "analysis", exc)
@@ -266,7 +282,7 @@ def build_skill(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
 
 def _build_skill(settings, plugin: Plugin, run_id: str, provider) -> TaskFailed | dict:
     prompt = read_prompt(settings, "generation")
-    original = skillmd.read_hand_written(plugin.target)  # read before anything is written
+    original = original_text(settings, plugin)  # read before anything is written
     context = _context(settings, plugin, original)
     events: list[dict] = []
     step = Step(settings, plugin, run_id, "generate", provider, prompt)
@@ -302,9 +318,13 @@ def _build_skill(settings, plugin: Plugin, run_id: str, provider) -> TaskFailed 
 
 
 def _write(settings, plugin: Plugin, run_id: str, text: str) -> Path:
-    """Back up the whole plugin folder (verified), write the file atomically, prune old backups."""
+    """Back up the whole plugin folder (verified), keep a hand-written file being replaced as the plugin's
+    original, write the file atomically, prune old backups."""
     assert plugin.path is not None and plugin.target is not None
     saved = backup.backup_plugin(backups_root(settings), run_id, plugin.key, plugin.path)
+    replaced = skillmd.read_hand_written(plugin.target)
+    if replaced is not None:
+        writing.atomic_write(saved_original_path(settings, plugin), replaced)
     writing.atomic_write(plugin.target, text)
     backup.prune(backups_root(settings), plugin.key, settings.backup_keep)
     return saved
