@@ -706,8 +706,9 @@ def _content(ctx: dict, analysis: Any, phase: str, fault: str | None) -> str:
         return "OK"
     original = _file(ctx, ctx["hand_written"]) if ctx.get("hand_written") else None
     if original and fault != "ignore_original":
-        return improved(ctx, analysis, original)
-    text = skill_md_for(ctx, analysis)
+        text = improved(ctx, analysis, original)
+    else:
+        text = skill_md_for(ctx, analysis)
     if fault == "dashes_in_description":
         text = re.sub(r'(?m)^(description: ")', r"\1Setup --- ", text, count=1)
     elif fault == "fenced":
