@@ -72,7 +72,7 @@ def test_hand_edit_of_a_generated_file_is_never_overwritten(doit, market):
     assert "hand-edited since skillbuild wrote it" in status_line(doit, "notes-helper")
 
 
-def test_vertex_keeps_the_original_and_its_frontmatter(vx, market):
+def test_vertex_keeps_the_original_and_its_frontmatter(vx, doit, market):
     original = (market / PLAYGROUND).read_text()
     run = vx.run()
     assert run.returncode == 0, run.stdout + run.stderr
@@ -99,6 +99,13 @@ def test_vertex_keeps_the_original_and_its_frontmatter(vx, market):
     notes = (market / NOTES).read_text()  # the hand-edited generated file: an input too, its fix kept
     assert skillmd.provenance(notes)["generator"] == "skillbuild-vertex"
     assert 'listed under "unassigned", never dropped' in notes
+    # Back on the offline provider, a file made from a hand-written original is kept, not made thinner.
+    offline = doit()
+    assert offline.returncode == 0, offline.stdout + offline.stderr
+    assert outcomes(offline)[("playground", "keep")] == "kept"
+    assert (market / PLAYGROUND).read_text() == rebuilt
+    assert ("made from a hand-written original, the offline provider never replaces it"
+            in status_line(doit, "playground"))
 
 
 def test_vertex_candidate_that_drops_the_original_is_rejected(vx, market, tmp_path):

@@ -137,7 +137,8 @@ def _skill_config(s, plugin: Plugin) -> dict[str, str]:
 
 
 def _plugins_to_build(market: Marketplace, s) -> list[Plugin]:
-    return [p for p in market.buildable() if not status.is_kept(p, s.keep_min_bytes, s.provider)]
+    return [p for p in market.buildable()
+            if not status.is_kept(p, s.keep_min_bytes, s.provider, build.saved_original_path(s, p))]
 
 
 def task_analyse():
@@ -175,7 +176,7 @@ def _skill_task(s, plugin: Plugin) -> dict | None:
                 "uptodate": [config_changed({"skipped": plugin.reason})]}
     if plugin.state != "ok":
         return None  # untracked and build_untracked is off: listed by `doit status`, never built
-    kept = status.keep_reason(plugin, s.keep_min_bytes, s.provider)
+    kept = status.keep_reason(plugin, s.keep_min_bytes, s.provider, build.saved_original_path(s, plugin))
     if kept:
         return {"name": plugin.key, "doc": f"kept: {plugin.relpath(plugin.target)}, {kept}",
                 "actions": [(build.keep, [s, plugin, rid, kept])],

@@ -7,6 +7,7 @@ untracked and not built), failed (bad input). A generated file edited by hand co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from skillbuild.skill import skillmd
 from skillbuild.discovery import Marketplace, Plugin
@@ -21,14 +22,18 @@ class Row:
     detail: str
 
 
-def keep_reason(plugin: Plugin, keep_min_bytes: int, provider: str) -> str:
+def keep_reason(plugin: Plugin, keep_min_bytes: int, provider: str, saved_original: Path | None = None) -> str:
     """Why the SKILL.md at the target is kept as it is, or "" when it may be rebuilt.
 
     Hand-written work (no provenance of ours, or ours edited by hand) is kept when it is full size, and
-    always under the offline provider, whose extractive text could only be worse than a maintainer's.
+    always under the offline provider, whose extractive text could only be worse than a maintainer's; so
+    is, under the offline provider, a file of ours that replaced one (`saved_original`: build.py keeps it).
     """
     text = skillmd.read_hand_written(plugin.target)
     if text is None:
+        made_from_one = saved_original is not None and saved_original.is_file()
+        if provider == "offline" and made_from_one and plugin.target is not None and plugin.target.is_file():
+            return "made from a hand-written original, the offline provider never replaces it"
         return ""
     size = len(text.encode())
     what = "hand-written" if skillmd.provenance(text) is None else "hand-edited since skillbuild wrote it"
@@ -39,8 +44,8 @@ def keep_reason(plugin: Plugin, keep_min_bytes: int, provider: str) -> str:
     return ""
 
 
-def is_kept(plugin: Plugin, keep_min_bytes: int, provider: str) -> bool:
-    return bool(keep_reason(plugin, keep_min_bytes, provider))
+def is_kept(plugin: Plugin, keep_min_bytes: int, provider: str, saved_original: Path | None = None) -> bool:
+    return bool(keep_reason(plugin, keep_min_bytes, provider, saved_original))
 
 
 def staleness(settings, plugin: Plugin, expected: dict[str, str]) -> str:
@@ -58,6 +63,8 @@ def staleness(settings, plugin: Plugin, expected: dict[str, str]) -> str:
 
 
 def rows(settings, market: Marketplace, expected_for) -> list[Row]:
+    from skillbuild.build import saved_original_path  # deferred: build loads the providers
+
     out = []
     for plugin in market.plugins:
         size = plugin.target.stat().st_size if plugin.target and plugin.target.is_file() else None
@@ -68,7 +75,8 @@ def rows(settings, market: Marketplace, expected_for) -> list[Row]:
             out.append(Row(plugin.key, plugin.name, "skipped", size, plugin.reason))
         elif plugin.state == "error":
             out.append(Row(plugin.key, plugin.name, "failed", None, plugin.reason))
-        elif why := keep_reason(plugin, settings.keep_min_bytes, settings.provider):
+        elif why := keep_reason(plugin, settings.keep_min_bytes, settings.provider,
+                                saved_original_path(settings, plugin)):
             out.append(Row(plugin.key, plugin.name, "kept", size, f"kept: {why}" + note))
         else:
             why = staleness(settings, plugin, expected_for(plugin))
