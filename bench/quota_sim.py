@@ -109,7 +109,7 @@ def buildable_keys(market: Path) -> list[str]:
 
     s = load_settings(env={"SKILLBUILD_MARKETPLACE": str(market)})
     market_ = discover(s.marketplace, s.skill_path, s.file_max_bytes, s.build_untracked)
-    return [p.key for p in market_.buildable() if not is_kept(p, s.keep_min_bytes)]
+    return [p.key for p in market_.buildable() if not is_kept(p, s.keep_min_bytes, s.provider)]
 
 
 def run_row(name: str, spec: dict, corpus: Path, work: Path, limit: int | None, timeout: float) -> Outcome:

@@ -165,7 +165,9 @@ def test_gate_failure_keeps_candidate_and_old_file(doit, market, tmp_path):
 def test_replaced_file_is_backed_up_first(doit, market, tmp_path):
     target = market / "plugins/devops/deploy-checker/skills/deploy-checker/SKILL.md"
     target.parent.mkdir(parents=True)
-    target.write_text("---\nname: deploy-checker\ndescription: short hand-written stub\n---\n\nStub.\n")
+    # A stale file of ours (a hand-written one is never replaced by the offline provider).
+    target.write_text("---\nname: deploy-checker\ndescription: short stub\nmetadata:\n  generator: \"skillbuild-offline\"\n"
+                      "  source-hash: \"old\"\n---\n\nStub.\n")
     original = target.read_bytes()
     assert doit().returncode == 0
     assert target.read_bytes() != original

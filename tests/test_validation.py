@@ -57,7 +57,8 @@ def test_paths_urls_and_emails_are_not_commands_or_agents():
 
 def test_provenance_round_trip():
     text = skillmd.with_provenance(good(), {"generator": "skillbuild-offline", "source-hash": "abc"})
-    assert skillmd.provenance(text) == {"generator": "skillbuild-offline", "source-hash": "abc"}
+    assert skillmd.provenance(text) == {"generator": "skillbuild-offline", "source-hash": "abc",
+                                        "content-hash": skillmd.content_hash(text)}
     assert skillmd.provenance(good()) is None
     assert skillmd.provenance("no frontmatter") is None
     assert check(text) == []

@@ -2,7 +2,9 @@
 
 Every outcome lands in the audit DB, failures included. Actions return `TaskFailed` with a reason a
 maintainer can act on, or a dict of events for the run's progress output. A failed or invalid generation
-is kept under cache/<m>/rejected/ and never touches the working file.
+is kept under cache/<m>/rejected/ and never touches the working file. A hand-written SKILL.md at the target
+is the first input of both phases, its replacement must pass the never-worse gate, and the frontmatter keys
+skillbuild does not write are carried over from it verbatim.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from doit.exceptions import TaskFailed
 
 from skillbuild import __version__, discovery
 from skillbuild.safety import backup
-from skillbuild.skill import inputs, safety, skillmd, validation
+from skillbuild.skill import inputs, neverworse, safety, skillmd, validation
 from skillbuild.skill import secrets as credentials
 from skillbuild.skill.schema import analysis_schema, schema_errors  # noqa: F401  (re-exported)
 from skillbuild.store import writing
@@ -41,6 +43,22 @@ def read_prompt(settings, phase: str) -> str:
 
 def analysis_path(settings, plugin: Plugin) -> Path:
     return settings.analysis_dir / f"{plugin.key}.json"
+
+
+def saved_original_path(settings, plugin: Plugin) -> Path:
+    """Where the hand-written SKILL.md a build replaced is kept: it stays the input, the never-worse
+    reference and the source of carried frontmatter keys for every later rebuild of the plugin."""
+    return settings.originals_dir / f"{plugin.key}.SKILL.md"
+
+
+def original_text(settings, plugin: Plugin) -> str | None:
+    """The hand-written SKILL.md a new one must never be worse than: the one at the target, else the one
+    an earlier build replaced (so a rebuild, even one redone after a killed run, sends the same requests)."""
+    text = skillmd.read_hand_written(plugin.target)
+    if text is not None:
+        return text
+    saved = saved_original_path(settings, plugin)
+    return saved.read_text(encoding="utf-8") if saved.is_file() else None
 
 
 def secrets(settings) -> list[str]:
@@ -93,10 +111,12 @@ def expected_provenance(settings) -> Callable[[Plugin], dict[str, str]]:
     return lambda plugin: provenance_fields(settings, plugin, settings.provider, settings.model_id)
 
 
-def prepared_context(settings, plugin: Plugin):
-    """(PluginContext, values redacted): the inputs as every provider sees them, comments stripped and
-    secrets redacted; `doit plan` computes its cache keys from the same."""
-    raw = discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget)
+def prepared_context(settings, plugin: Plugin, original: str | None = None):
+    """(PluginContext, values redacted): the inputs as every provider sees them, the hand-written original
+    first, comments stripped and secrets redacted; `doit plan` computes its cache keys from the same.
+    `original`: the hand-written SKILL.md, when the caller read it already (`original_text` otherwise)."""
+    original = original if original is not None else original_text(settings, plugin)
+    raw = discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget, original)
     skill_dir = plugin.relpath(plugin.target.parent) if plugin.target and plugin.path else ""
     return inputs.prepare(raw, plugin.path, skill_dir)
 
@@ -179,35 +199,44 @@ def analyse(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     return step.record("success", text)
 
 
-def gate(settings, plugin: Plugin, provider_name: str, text: str, original: dict | None = None) -> list[str]:
-    """The gates for one candidate. `original`: the hand-written SKILL.md's frontmatter (read from the
-    target when not given)."""
+def gate(settings, plugin: Plugin, provider_name: str, text: str, original: str | None = None) -> list[str]:
+    """Every reason `text` may not be written. `original`: the hand-written SKILL.md it would replace (read
+    from the target, or the one an earlier build replaced, when not given)."""
     assert plugin.path is not None and plugin.target is not None
+    original = original if original is not None else original_text(settings, plugin)
     low, high = settings.gate_bounds(provider_name)
     rels = [plugin.relpath(p) for p in plugin.inputs]
     own = [(rel, p.read_text(encoding="utf-8", errors="replace")) for rel, p in zip(rels, plugin.inputs)
            if rel.startswith("skills/") and p.name == "SKILL.md"]
     commands = {*plugin.commands, *validation.skill_commands(own), plugin.key}
     namespaces = {plugin.name, plugin.key, str(plugin.manifest.get("name") or plugin.name)}
-    return validation.check_skill(
+    vouchers = safety.vouchers_on_disk(plugin.path, rels + list(plugin.scripts), plugin.manifest)
+    if original:
+        vouchers.add(original)  # the maintainer's own skill: its commands and hosts are already theirs to run
+    reasons = validation.check_skill(
         text, plugin.key, min_bytes=low, max_bytes=high, max_body_lines=settings.max_body_lines,
         commands=sorted(commands), agents=plugin.agents, namespaces=sorted(namespaces),
-        original=original if original is not None else hand_written_meta(plugin),
-        vouchers=safety.vouchers_on_disk(plugin.path, rels + list(plugin.scripts), plugin.manifest),
-        skill_dir=plugin.target.parent)
+        original=_frontmatter(original), carried=tuple(skillmd.carried_keys(original)) if original else (),
+        vouchers=vouchers, skill_dir=plugin.target.parent)
+    if original is not None:
+        reasons += neverworse.check(original, text, commands=set(plugin.commands), folder=plugin.target.parent)
+    return reasons
 
 
-def hand_written_meta(plugin: Plugin) -> dict | None:
-    """Frontmatter of the SKILL.md at the target when a person wrote it (no skillbuild provenance)."""
-    if plugin.target is None or not plugin.target.is_file():
-        return None
-    text = plugin.target.read_text(encoding="utf-8", errors="replace")
-    if skillmd.provenance(text) is not None:
+def _frontmatter(original: str | None) -> dict | None:
+    """The hand-written file's frontmatter, or None (no original, or one that does not parse)."""
+    if not original:
         return None
     try:
-        return skillmd.parse(text)[0]
+        return skillmd.parse(original)[0]
     except skillmd.FrontmatterError:
         return None
+
+
+def _original_metadata(original: str | None) -> dict[str, str]:
+    """The hand-written file's own `metadata` entries: kept in the new file (our provenance wins)."""
+    found = (_frontmatter(original) or {}).get("metadata")
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
 def _load_analysis(settings, plugin: Plugin) -> dict:
@@ -219,15 +248,24 @@ def _load_analysis(settings, plugin: Plugin) -> dict:
     return data
 
 
-def _candidate(settings, plugin: Plugin, caller: Caller, step: Step,
-               make: Callable[[], Result]) -> tuple[str, list[str]]:
-    """One generation (or repair) call, gated; provenance is added only to a candidate that passed."""
-    text = step.call(make).value
-    reasons = gate(settings, plugin, caller.name, text)
+def _candidate(settings, plugin: Plugin, caller: Caller, step: Step, make: Callable[[], Result],
+               original: str | None = None) -> tuple[str, list[str]]:
+    """One generation (or repair) call with the original's own frontmatter keys carried over, gated;
+    provenance is added only to a candidate that passed."""
+    carried = skillmd.carried_keys(original) if original else {}
+    text = skillmd.carry_over(step.call(make).value, carried)
+    reasons = gate(settings, plugin, caller.name, text, original)
     if not reasons:
-        text = skillmd.with_provenance(text, provenance_fields(settings, plugin, caller.name, caller.model))
-        reasons = gate(settings, plugin, caller.name, text)
+        fields = {**_original_metadata(original), **provenance_fields(settings, plugin, caller.name, caller.model)}
+        text = skillmd.with_provenance(text, fields, carried)
+        reasons = gate(settings, plugin, caller.name, text, original)
     return text, reasons
+
+
+def _carried_note(original: str | None) -> str | None:
+    """The console and log line naming the keys that came from the original, not from the model."""
+    carried = skillmd.carried_keys(original) if original else {}
+    return f"kept from the original: {', '.join(carried)}" if carried else None
 
 
 def build_skill(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
@@ -243,20 +281,22 @@ def build_skill(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
 def _build_skill(settings, plugin: Plugin, run_id: str, caller: Caller) -> TaskFailed | dict:
     """The repair is decided here, not in a provider: it needs the gates' reasons and an audit row per call."""
     prompt = read_prompt(settings, "generation")
+    original = original_text(settings, plugin)  # read before anything is written
     events: list[dict] = []
     step = Step(settings, plugin, run_id, "generate", caller, prompt)
     try:
-        context, redacted = prepared_context(settings, plugin)
+        context, redacted = prepared_context(settings, plugin, original)
         step.redacted = redacted
         analysis = _load_analysis(settings, plugin)
         text, reasons = _candidate(settings, plugin, caller, step,
-                                   lambda: caller.generate(context, analysis, prompt))
+                                   lambda: caller.generate(context, analysis, prompt), original)
         if reasons and caller.can_repair:
             events.append(step.record("failure", text, error_class="gate", error_message="; ".join(reasons)))
             step = Step(settings, plugin, run_id, "repair", caller, prompt)
             step.redacted = redacted
             text, reasons = _candidate(settings, plugin, caller, step,
-                                       lambda: caller.generate(context, analysis, prompt, feedback=reasons))
+                                       lambda: caller.generate(context, analysis, prompt, feedback=reasons),
+                                       original)
     except (ValueError, OSError) as exc:
         step.record("failure", error_class=type(exc).__name__, error_message=str(exc))
         return _stopped(plugin, "generation", exc)
@@ -272,26 +312,32 @@ def _build_skill(settings, plugin: Plugin, run_id: str, caller: Caller) -> TaskF
     except (OSError, backup.BackupError) as exc:
         step.record("failure", text, error_class=type(exc).__name__, error_message=str(exc))
         return TaskFailed(f"{plugin.name}: writing {plugin.target} failed: {exc}; the file is unchanged")
-    events.append(step.record("success", text, backup_path=str(saved)))
+    done = step.record("success", text, backup_path=str(saved))
+    done["reason"] = _carried_note(original)
+    events.append(done)
     return {"events": events}
 
 
 def _write(settings, plugin: Plugin, run_id: str, text: str) -> Path:
-    """Back up the whole plugin folder (verified), write the file atomically, prune old backups."""
+    """Back up the whole plugin folder (verified), keep a hand-written file being replaced as the plugin's
+    original, write the file atomically, prune old backups."""
     assert plugin.path is not None and plugin.target is not None
     saved = backup.backup_plugin(settings.backups_dir, run_id, plugin.key, plugin.path, journal=settings.journal())
+    replaced = skillmd.read_hand_written(plugin.target)
+    if replaced is not None:
+        writing.atomic_write(saved_original_path(settings, plugin), replaced)
     writing.atomic_write(plugin.target, text)
     backup.prune(settings.backups_dir, plugin.key, settings.backup_keep)
     return saved
 
 
-def keep(settings, plugin: Plugin, run_id: str) -> dict:
-    """A hand-written SKILL.md of full size: recorded once per change of the file, no API call."""
+def keep(settings, plugin: Plugin, run_id: str, why: str = "") -> dict:
+    """A hand-written SKILL.md kept as it is (`why`: status.keep_reason): recorded once per change, no API call."""
     assert plugin.target is not None
     size = plugin.target.stat().st_size
     open_audit(settings).record(run_id, plugin.key, plugin.rel, "keep", "kept", output_bytes=size,
-                                output_hash=text_hash(plugin.target.read_bytes())[:16])
-    return {"phase": "keep", "outcome": "kept", "reason": f"hand-written, {size} bytes"}
+                                output_hash=text_hash(plugin.target.read_bytes())[:16], error_message=why or None)
+    return {"phase": "keep", "outcome": "kept", "reason": why or f"hand-written, {size} bytes"}
 
 
 def skip(settings, plugin: Plugin, run_id: str) -> dict:

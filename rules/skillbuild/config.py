@@ -107,7 +107,7 @@ KEYS: dict[str, Key] = {
     "skill_path": Key(str, "skills/{name}/SKILL.md", "target path inside each plugin; {name} is the skill name"),
     "old_skills": Key(_choice("leave"), "leave", "what happens to a SKILL.md elsewhere in the plugin"),
     "keep_min_bytes": Key(_non_negative(int), 8000,
-                          "an existing SKILL.md without our provenance and at least this size is kept"),
+                          "a hand-written SKILL.md (no provenance of ours, or edited since) of at least this size is kept"),
     "prompts_dir": Key(_optional_str, None, "folder holding analysis.md and generation.md (default: the package's)"),
     # inputs
     "file_max_bytes": Key(_positive(int), 200_000, "files above this size are not inputs"),
@@ -329,6 +329,11 @@ class Settings:
     def archives_dir(self) -> Path:
         """`doit backup` archives of the whole marketplace (safety/archive.py)."""
         return self.backups_dir / "archive"
+
+    @property
+    def originals_dir(self) -> Path:
+        """Hand-written SKILL.md files a build replaced: still the input and the never-worse reference."""
+        return self.build_dir / "originals"
 
     @property
     def journal_dir(self) -> Path:

@@ -419,11 +419,20 @@ def _mark_empty(plugin: Plugin) -> None:
                      "hooks; nothing to write a skill from (add a description or a README)")
 
 
-def plugin_context(plugin: Plugin, file_budget: int, total_budget: int) -> PluginContext:
-    """Read the inputs in priority order within the byte budgets; record what was cut."""
+def plugin_context(plugin: Plugin, file_budget: int, total_budget: int,
+                   hand_written: str | None = None) -> PluginContext:
+    """Read the inputs in priority order within the byte budgets; record what was cut.
+
+    `hand_written` is the text of a hand-written SKILL.md at the target: it comes first and whole, never
+    cut by the budgets (it counts against the total, so other inputs are cut instead)."""
     files: list[InputFile] = []
     cut: list[str] = []
     left = total_budget
+    original = ""
+    if hand_written is not None and plugin.target is not None:
+        original = plugin.relpath(plugin.target)
+        files.append(InputFile(original, hand_written))
+        left -= len(hand_written.encode("utf-8"))
     for path in plugin.inputs:
         rel = plugin.relpath(path)
         data = path.read_bytes()
@@ -439,4 +448,4 @@ def plugin_context(plugin: Plugin, file_budget: int, total_budget: int) -> Plugi
         files.append(InputFile(rel, data.decode("utf-8", errors="ignore"), truncated))
     return PluginContext(name=plugin.name, skill_name=plugin.key, manifest=plugin.manifest, files=tuple(files),
                          scripts=tuple(plugin.scripts), commands=tuple(plugin.commands),
-                         agents=tuple(plugin.agents), cut=tuple(cut))
+                         agents=tuple(plugin.agents), cut=tuple(cut), hand_written=original)

@@ -133,7 +133,8 @@ class AnalysisUpToDate:
 
 
 def _plugins_to_build(market: Marketplace, s) -> list[Plugin]:
-    return [p for p in market.buildable() if not status.is_kept(p, s.keep_min_bytes)]
+    return [p for p in market.buildable()
+            if not status.is_kept(p, s.keep_min_bytes, s.provider, build.saved_original_path(s, p))]
 
 
 def task_analyse():
@@ -169,10 +170,11 @@ def _skill_task(s, plugin: Plugin) -> dict | None:
                 "uptodate": [config_changed({"skipped": plugin.reason})]}
     if plugin.state != "ok":
         return None  # untracked and build_untracked is off: listed by `doit status`, never built
-    if status.is_kept(plugin, s.keep_min_bytes):
-        return {"name": plugin.key, "doc": f"kept: hand-written {plugin.relpath(plugin.target)}",
-                "actions": [(build.keep, [s, plugin, rid])],
-                "uptodate": [config_changed({"kept": file_xxh3(plugin.target)})]}
+    kept = status.keep_reason(plugin, s.keep_min_bytes, s.provider, build.saved_original_path(s, plugin))
+    if kept:
+        return {"name": plugin.key, "doc": f"kept: {plugin.relpath(plugin.target)}, {kept}",
+                "actions": [(build.keep, [s, plugin, rid, kept])],
+                "uptodate": [config_changed({"kept": file_xxh3(plugin.target), "why": kept})]}
     return {
         "name": plugin.key,
         "doc": f"write {plugin.rel}/{plugin.relpath(plugin.target)}",

@@ -34,6 +34,7 @@ class PluginContext:
     commands: tuple[str, ...] = ()  # slash command names the plugin defines, without "/"
     agents: tuple[str, ...] = ()  # agent names the plugin defines
     cut: tuple[str, ...] = ()  # inputs left out or shortened by the byte budget, with why
+    hand_written: str = ""  # rel of the hand-written SKILL.md being replaced (first in `files`), or ""
 
 
 @dataclass

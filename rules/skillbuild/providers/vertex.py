@@ -64,7 +64,12 @@ def block(tag: str, value: Any) -> str:
 
 
 def plugin_data(plugin: PluginContext) -> dict:
-    return dataclasses.asdict(plugin)
+    """The context as sent; `hand_written` only when there is one, so every other plugin's request (and cache
+    key) is what it was before the field existed."""
+    data = dataclasses.asdict(plugin)
+    if not data.get("hand_written"):
+        data.pop("hand_written", None)
+    return data
 
 
 def analysis_message(plugin: PluginContext) -> str:

@@ -29,13 +29,17 @@ FENCE = re.compile(r"^\s*(```|~~~)")
 def check_skill(text: str, skill_name: str, *, min_bytes: int, max_bytes: int, max_body_lines: int,
                 commands: tuple[str, ...] | list[str] = (), agents: tuple[str, ...] | list[str] = (),
                 namespaces: tuple[str, ...] | list[str] = (), original: dict | None = None,
-                vouchers: safety.Vouchers | None = None, skill_dir: Path | None = None) -> list[str]:
+                vouchers: safety.Vouchers | None = None, skill_dir: Path | None = None,
+                carried: tuple[str, ...] | list[str] = ()) -> list[str]:
     """Every reason `text` may not be written as skills/<skill_name>/SKILL.md.
 
     `namespaces`: the plugin's names, so `/plugin:command` counts as the plugin's command. `original`: the
     frontmatter of the hand-written SKILL.md at the target, if any (its `allowed-tools` may be repeated).
     `vouchers`: what the plugin's own files say (hosts are checked only when given). `skill_dir`: the folder
-    the file is written to; relative links must resolve from it (checked only when given).
+    the file is written to; relative links must resolve from it (checked only when given). `carried` names
+    frontmatter keys copied verbatim from a hand-written original: the spec check accepts them even outside
+    the spec's keys (Claude Code's `user-invocable`, `argument-hint`, ...); a key the model adds is still
+    rejected.
     """
     if text.lstrip().startswith(("```", "~~~")):
         return ["the file is wrapped in a code fence; it must start with '---' frontmatter"]
@@ -45,7 +49,8 @@ def check_skill(text: str, skill_name: str, *, min_bytes: int, max_bytes: int, m
         return [f"frontmatter: {exc}"]
     from skills_ref.validator import validate_metadata
 
-    reasons = [f"frontmatter: {r}" for r in validate_metadata(meta, Path(skill_name))]
+    spec_meta = {k: v for k, v in meta.items() if k not in set(carried) - set(skillmd.ALLOWED_KEYS)}
+    reasons = [f"frontmatter: {r}" for r in validate_metadata(spec_meta, Path(skill_name))]
     reasons += _frontmatter_rules(meta)
     reasons += _size_rules(text, body, min_bytes, max_bytes, max_body_lines)
     reasons += _content_rules(text, body)

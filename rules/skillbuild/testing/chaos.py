@@ -165,9 +165,9 @@ def expected_calls(settings) -> list[Call]:
     for plugin in targets(settings).values():
         from skillbuild.ui import status
 
-        if status.is_kept(plugin, settings.keep_min_bytes):
+        if status.is_kept(plugin, settings.keep_min_bytes, settings.provider):
             continue
-        ctx = discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget)
+        ctx, _ = build.prepared_context(settings, plugin)  # a replaced original is kept, so it is found again
         request = caller.analysis_request(ctx, prompts["analysis"])
         found.append(Call(plugin, "analyse", calls.cache_key(request), digest(request.message)))
         stored = build.analysis_path(settings, plugin)
@@ -258,7 +258,7 @@ def determinism(settings, count: int = 3) -> tuple[int, list[str]]:
     prompts = {p: build.read_prompt(settings, p) for p in ("analysis", "generation")}
     checked, differ = 0, []
     for plugin in list(targets(settings).values())[:count]:
-        ctx = discovery.plugin_context(plugin, settings.input_file_budget, settings.input_total_budget)
+        ctx, _ = build.prepared_context(settings, plugin)
         first = provider.analyse(ctx, prompts["analysis"]).value
         again = provider.analyse(ctx, prompts["analysis"]).value
         gen = [provider.generate(ctx, first, prompts["generation"]).value for _ in range(2)]

@@ -1,13 +1,15 @@
 """Each plugin's state, judged from discovery and the provenance in its SKILL.md (no doit state needed).
 
 States: fresh (ours, made from the current inputs, prompts and model), stale (will be rebuilt),
-kept (hand-written, full size), skipped (external source, shadowed copy, empty, or untracked and not built),
-failed (bad input). `judge` is the one answer: `doit status`, `doit plan` and the skill tasks' up-to-date
-check (`Judged`) all ask it, so they never disagree.
+kept (hand-written: full size, or any size under the offline provider; a generated file edited by hand counts
+as hand-written), skipped (external source, shadowed copy, empty, or untracked and not built), failed (bad
+input). `judge` is the one answer: `doit status`, `doit plan` and the skill tasks' up-to-date check (`Judged`)
+all ask it, so they never disagree.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from skillbuild.skill import skillmd
 from skillbuild.discovery import Marketplace, Plugin
@@ -22,13 +24,30 @@ class Row:
     detail: str
 
 
-def is_kept(plugin: Plugin, keep_min_bytes: int) -> bool:
-    """An existing SKILL.md at the target, not ours and full size, is hand-written work to keep."""
-    target = plugin.target
-    if target is None or not target.is_file():
-        return False
-    text = target.read_text(encoding="utf-8", errors="replace")
-    return skillmd.provenance(text) is None and len(text.encode()) >= keep_min_bytes
+def keep_reason(plugin: Plugin, keep_min_bytes: int, provider: str, saved_original: Path | None = None) -> str:
+    """Why the SKILL.md at the target is kept as it is, or "" when it may be rebuilt.
+
+    Hand-written work (no provenance of ours, or ours edited by hand) is kept when it is full size, and
+    always under the offline provider, whose extractive text could only be worse than a maintainer's; so
+    is, under the offline provider, a file of ours that replaced one (`saved_original`: build.py keeps it).
+    """
+    text = skillmd.read_hand_written(plugin.target)
+    if text is None:
+        made_from_one = saved_original is not None and saved_original.is_file()
+        if provider == "offline" and made_from_one and plugin.target is not None and plugin.target.is_file():
+            return "made from a hand-written original, the offline provider never replaces it"
+        return ""
+    size = len(text.encode())
+    what = "hand-written" if skillmd.provenance(text) is None else "hand-edited since skillbuild wrote it"
+    if size >= keep_min_bytes:
+        return f"{what}, {size} bytes"
+    if provider == "offline":
+        return f"{what}, the offline provider never replaces it"
+    return ""
+
+
+def is_kept(plugin: Plugin, keep_min_bytes: int, provider: str, saved_original: Path | None = None) -> bool:
+    return bool(keep_reason(plugin, keep_min_bytes, provider, saved_original))
 
 
 def staleness(settings, plugin: Plugin, expected: dict[str, str]) -> str:
@@ -36,9 +55,11 @@ def staleness(settings, plugin: Plugin, expected: dict[str, str]) -> str:
     target = plugin.target
     if target is None or not target.is_file():
         return "no SKILL.md yet"
-    mark = skillmd.provenance(target.read_text(encoding="utf-8", errors="replace"))
-    if mark is None:
-        return f"hand-written SKILL.md under {settings.keep_min_bytes} bytes will be replaced"
+    text = target.read_text(encoding="utf-8", errors="replace")
+    mark = skillmd.provenance(text)
+    if mark is None or skillmd.is_hand_written(text):
+        return (f"hand-written SKILL.md under {settings.keep_min_bytes} bytes: an input to its replacement, "
+                "which must pass the never-worse gate")
     changed = [k for k, v in expected.items() if mark.get(k) != v]
     return ("changed: " + ", ".join(changed)) if changed else ""
 
@@ -50,8 +71,11 @@ def judge(settings, plugin: Plugin, expected_for) -> tuple[str, str]:
         return "skipped", plugin.reason
     if plugin.state == "error":
         return "failed", plugin.reason
-    if is_kept(plugin, settings.keep_min_bytes):
-        return "kept", "hand-written SKILL.md kept" + note
+    from skillbuild.build import saved_original_path  # deferred: build loads the providers
+
+    why = keep_reason(plugin, settings.keep_min_bytes, settings.provider, saved_original_path(settings, plugin))
+    if why:
+        return "kept", f"kept: {why}" + note
     why = staleness(settings, plugin, expected_for(plugin))
     old = [plugin.relpath(p) for p in plugin.old_skills]
     extra = f"; older SKILL.md left in place: {', '.join(old)}" if old else ""
