@@ -60,6 +60,16 @@ def _non_negative(kind: type) -> Callable[[Any], Any]:
     return parse
 
 
+def _between(low: float, high: float, kind: type = int) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        number = kind(value)
+        if not low <= number <= high:
+            raise ValueError(f"expected a number from {low:g} to {high:g}")
+        return number
+
+    return parse
+
+
 def _patterns(value: Any) -> tuple[str, ...]:
     """A list of glob patterns: a TOML list, or a comma-separated string (environment, command line)."""
     items = value.split(",") if isinstance(value, str) else value
@@ -118,6 +128,13 @@ KEYS: dict[str, Key] = {
     "max_bytes": Key(_positive(int), 14000, "largest SKILL.md any provider may write"),
     "offline_min_bytes": Key(_positive(int), 500, "smallest SKILL.md the offline provider may write"),
     "max_body_lines": Key(_positive(int), 500, "longest SKILL.md body, in lines"),
+    # quality and routing (`doit lint`, `doit routing`)
+    "min_quality": Key(_between(0, 100), 60, "`doit lint` exits 1 when a SKILL.md scores below this (0-100)"),
+    "description_limit": Key(_positive(int), 1536, "characters of a description Claude Code shows; longer ones are cut"),
+    "listing_budget_chars": Key(_positive(int), 8000,
+                                "characters of names and descriptions the skill listing may take (~1% of the context)"),
+    "min_eval_top1": Key(_between(0, 1, float), 0.0,
+                         "`doit routing` exits 1 when evals/triggers.jsonl's top-1 accuracy is below this (0-1)"),
     # vertex
     "model": Key(str, "gemini-2.5-flash", "Gemini model id on Vertex AI (gemini-2.0-flash is retired)"),
     "project": Key(_optional_str, None, "Google Cloud project", env=("GOOGLE_CLOUD_PROJECT",)),
@@ -354,6 +371,11 @@ class Settings:
     @property
     def report_file(self) -> Path:
         return self.build_dir / "report.html"
+
+    @property
+    def routing_file(self) -> Path:
+        """The last `doit routing` result, for the report page."""
+        return self.build_dir / "routing.json"
 
     def gate_bounds(self, provider_name: str) -> tuple[int, int]:
         low = self.offline_min_bytes if provider_name == "offline" else self.min_bytes

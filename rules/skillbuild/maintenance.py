@@ -179,12 +179,13 @@ def _vertex_setting_lines(settings) -> list[str]:
 def print_status(settings, market) -> None:
     """`doit status`: every plugin's state from discovery and provenance, with its last audit outcome."""
     from skillbuild import build
-    from skillbuild.ui import status
+    from skillbuild.ui import lint, status
 
     rows = status.rows(settings, market, build.expected_provenance(settings))
     outcomes = build.open_audit(settings).last_outcomes() if settings.audit_db.exists() else {}
+    scores = {s.key: s.points for s in lint.scores(settings, market)}
     print(f"marketplace: {market.name} ({settings.marketplace}); provider: {settings.provider}")
-    print(status.format_table(rows, outcomes), flush=True)
+    print(status.format_table(rows, outcomes, scores), flush=True)
 
 
 def write_report(settings, market) -> TaskFailed | None:
@@ -198,9 +199,13 @@ def write_report(settings, market) -> TaskFailed | None:
         limits = limits_from_settings(settings)
     except ValueError as exc:
         return TaskFailed(f"report: {exc}")
+    from skillbuild.ui import lint
+
     sizes = {p.key: p.target.stat().st_size for p in market.plugins if p.target and p.target.is_file()}
     out = report.write_html(build.open_audit(settings), settings.report_file, limits.rpd_effective,
-                            skill_sizes=sizes, quota_basis=f"rpd {limits.rpd} / safety factor {limits.safety_factor:g}")
+                            skill_sizes=sizes, quota_basis=f"rpd {limits.rpd} / safety factor {limits.safety_factor:g}",
+                            scores={s.key: s.points for s in lint.scores(settings, market)},
+                            routing=lint.read_saved(settings))
     latest = report.copy_latest(out, settings.latest_report_file)
     print(f"report written to {out} (latest report: {latest})", flush=True)
     return None

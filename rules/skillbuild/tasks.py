@@ -15,14 +15,14 @@ from doit.tools import config_changed
 
 from skillbuild import build, maintenance, run
 from skillbuild.safety import archive, interrupt
-from skillbuild.ui import progress, status
+from skillbuild.ui import lint, progress, status
 from skillbuild.config import ConfigError, load_settings
 from skillbuild.discovery import DiscoveryError, Marketplace, Plugin, discover
 from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, canonical_hash, file_xxh3
 
 __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_backup", "task_restore_offsite",
            "task_backups", "task_restore", "task_report", "task_check",
-           "task_plan", "task_quota"]
+           "task_plan", "task_quota", "task_lint", "task_routing"]
 
 
 def arg(name: str, default: str | None = None) -> str | None:
@@ -257,3 +257,13 @@ def task_plan():
 def task_quota():
     """Today's API calls and tokens, budget left, 429s, the current pace and a recommendation."""
     return {"actions": [(maintenance.print_quota, [settings()])], "uptodate": [False], "verbosity": 2}
+
+
+def task_lint():
+    """Quality score (0-100) of every SKILL.md and what cost points; fails when one is below min_quality."""
+    return {"actions": [(lint.print_lint, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
+
+
+def task_routing():
+    """Do plugins' trigger phrases pick their own description? Top-1/top-3, confusable pairs, eval file, listing."""
+    return {"actions": [(lint.print_routing, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}

@@ -108,19 +108,23 @@ class Judged:
         return state in self.states
 
 
-def format_table(table: list[Row], outcomes: dict | None = None) -> str:
-    """Fixed-width text: plugin, state, bytes, last outcome from the audit DB and when, then the detail."""
+def format_table(table: list[Row], outcomes: dict | None = None, scores: dict[str, int] | None = None) -> str:
+    """Fixed-width text: plugin, state, bytes, quality score (when `scores` is given: plugin -> 0-100, `-` for
+    a plugin without a SKILL.md), last outcome from the audit DB and when, then the detail."""
     from skillbuild.ui.report import status_rows
 
     joined = status_rows([(r.key, r.state, r.bytes) for r in table], outcomes or {})
     width = max([len(r.key) for r in table] + [6])
     when = max([len(j.when) for j in joined] + [4])
-    lines = [f"{'plugin':<{width}}  {'state':<7}  {'bytes':>6}  {'last outcome':<18}  {'when':<{when}}  detail"]
+    score_head = "  score" if scores is not None else ""
+    lines = [f"{'plugin':<{width}}  {'state':<7}  {'bytes':>6}{score_head}  {'last outcome':<18}  "
+             f"{'when':<{when}}  detail"]
     for r, audit_row in zip(table, joined):
         size = "-" if r.bytes is None else str(r.bytes)
+        score = f"  {scores.get(r.key, '-'):>5}" if scores is not None else ""
         state = audit_row.state if r.state == "stale" else r.state  # a stale plugin whose last try failed
         detail = r.detail + (f"; last error: {audit_row.error}" if audit_row.error else "")
-        lines.append(f"{r.key:<{width}}  {state:<7}  {size:>6}  {audit_row.last_outcome:<18}  "
+        lines.append(f"{r.key:<{width}}  {state:<7}  {size:>6}{score}  {audit_row.last_outcome:<18}  "
                      f"{audit_row.when:<{when}}  {detail}")
     counts: dict[str, int] = {}
     for line in lines[1:]:
