@@ -72,7 +72,7 @@ class Skill:
 def terms(text: str) -> set[str]:
     """The stemmed content words of a description."""
     words = [w for w in WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 2]
-    return set(stem(words))
+    return set(stem(words)) - STOPWORDS  # "working" stems to "work", a word every description may hold
 
 
 def document_frequency(descriptions: list[str]) -> Counter[str]:
