@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from vertex_server import fake_vertex_factory  # noqa: F401  (fixture)
+
 LINT = re.compile(r"^quality: mean (\d+\.\d), min (\d+), below threshold (\d+) of (\d+)$", re.M)
 ROUTING = re.compile(r"^routing: top-1 (\d\.\d\d) \((\d+)/(\d+)\), top-3 (\d\.\d\d) \((\d+)/(\d+)\)$", re.M)
 EVALS = re.compile(r"^evals: top-1 (\d\.\d\d) \((\d+)/(\d+)\)$", re.M)
@@ -122,3 +124,19 @@ def test_report_shows_quality_and_confusable_pairs(built, tmp_path):
     counts = [int(c) for c in re.findall(r'<tr data-bin="[^"]+" data-count="(\d+)"><td>[^<]+ points', page)]
     assert sum(counts) == 4
     assert 'id="confusable"' in page and saved["summary"] in page
+
+
+def test_lint_and_routing_read_vertex_output_the_same(fake_vertex_factory, doit, market, tmp_path):  # noqa: F811
+    from test_vertex_build import BUILT, VertexBuild, target
+
+    from skillbuild.skill import skillmd
+
+    vx = VertexBuild(fake_vertex_factory(retry_delay=0.05), doit, tmp_path)
+    assert vx.run().returncode == 0
+    assert all(skillmd.provenance(target(market, n).read_text())["generator"] == "skillbuild-vertex" for n in BUILT)
+    lint = vx.run("lint")
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert LINT.search(lint.stdout).group(3, 4) == ("0", "4")
+    routed = vx.run("routing")
+    assert routed.returncode == 0 and len(ROUTING.findall(routed.stdout)) == 1
+    assert int(ROUTING.search(routed.stdout).group(3)) > 0  # the fake analyses' trigger phrases were routed
