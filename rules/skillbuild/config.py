@@ -130,7 +130,8 @@ KEYS: dict[str, Key] = {
     "max_body_lines": Key(_positive(int), 500, "longest SKILL.md body, in lines"),
     # quality and routing (`doit lint`, `doit routing`)
     "min_quality": Key(_between(0, 100), 60, "`doit lint` exits 1 when a SKILL.md scores below this (0-100)"),
-    "description_limit": Key(_positive(int), 1536, "characters of a description Claude Code shows; longer ones are cut"),
+    "description_limit": Key(_positive(int), 1536,
+                             "characters of a description Claude Code shows; longer ones are cut"),
     "listing_budget_chars": Key(_positive(int), 8000,
                                 "characters of names and descriptions the skill listing may take (~1% of the context)"),
     "min_eval_top1": Key(_between(0, 1, float), 0.0,

@@ -173,7 +173,8 @@ def check_sections(skill: Skill, body: str) -> tuple[int, str, list[str]]:
     missing = [name for name, found in wanted if not found]
     empty = markdown.empty_sections(body)
     lost = round(15 * len(missing) / len(wanted))
-    why = ([f"missing: {', '.join(missing)}"] if missing else []) + ([f"empty: {', '.join(empty[:3])}"] if empty else [])
+    why = [f"missing: {', '.join(missing)}"] if missing else []
+    why += [f"empty: {', '.join(empty[:3])}"] if empty else []
     if empty:
         lost = max(lost, 5)
     return lost, "; ".join(why), (["an empty section"] if empty else [])
@@ -265,7 +266,8 @@ def check_duplication(skill: Skill, body: str) -> tuple[int, str]:
     if not shared:
         return 0, ""
     share = len(shared) / len(mine)
-    return min(10, max(1, round(10 * share * 4))), f"{len(shared)} line(s) ({share:.0%}) repeat the plugin's other skills"
+    lost = min(10, max(1, round(10 * share * 4)))  # a quarter of the body repeated loses every point
+    return lost, f"{len(shared)} line(s) ({share:.0%}) repeat the plugin's other skills"
 
 
 def score(skill: Skill, df: Counter[str], total: int, *, max_bytes: int, max_body_lines: int) -> Score:
