@@ -43,6 +43,7 @@ def source_copy(dest: Path) -> Path:
 
 
 def commit_all(repo: Path, message: str = "snapshot") -> None:
+    repo.mkdir(parents=True, exist_ok=True)
     git = ["git", "-C", str(repo), "-c", "user.name=test", "-c", "user.email=test@example.com"]
     if not (repo / ".git").exists():
         subprocess.run([*git, "init", "-q"], check=True)
