@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import DoitRun
 from install_helpers import clean_env, commit_all, skillbuild
-from skillbuild import __version__
+from skillbuild import __version__, tasks
 from skillbuild.config import load_settings
 from skillbuild.discovery import discover
 from skillbuild.safety import archive, backup
@@ -115,3 +115,17 @@ def test_the_state_folder_is_never_an_input_backed_up_or_archived(tmp_path):
     assert again.returncode == 0 and DoitRun.executed(again) == set(), again.stdout
     backed_up = skillbuild("-n", "1", "backup", cwd=root, env=clean_env())
     assert backed_up.returncode == 0, backed_up.stdout + backed_up.stderr
+
+
+def test_the_readme_section_installs_with_pipx_and_names_real_tasks():
+    import re
+
+    from conftest import ROOT
+    from test_readme import section
+
+    text = section("## Use it in your marketplace")
+    assert "pipx install" in text and "examples/ci/skillbuild-nightly.yml" in text and "skillbuild-lint" in text
+    named = set(re.findall(r"^skillbuild (?:-n 1 )?([a-z_]+)", text, re.M)) - {"list"}
+    creators = {name[len("task_"):] for name in dir(tasks) if name.startswith("task_")}
+    assert named and named <= creators, sorted(named - creators)
+    assert (ROOT / ".pre-commit-hooks.yaml").is_file()
