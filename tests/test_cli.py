@@ -7,6 +7,7 @@ from pathlib import Path
 
 from conftest import DoitRun
 from install_helpers import clean_env, commit_all, skillbuild
+from vertex_server import fake_vertex_factory  # noqa: F401  (fixture)
 from skillbuild import __version__, tasks
 from skillbuild.config import load_settings
 from skillbuild.discovery import discover
@@ -129,3 +130,27 @@ def test_the_readme_section_installs_with_pipx_and_names_real_tasks():
     creators = {name[len("task_"):] for name in dir(tasks) if name.startswith("task_")}
     assert named and named <= creators, sorted(named - creators)
     assert (ROOT / ".pre-commit-hooks.yaml").is_file()
+
+
+def test_sigterm_and_ctrl_c_keep_their_exit_statuses_through_the_command(fake_vertex_factory, doit, market,
+                                                                          tmp_path):  # noqa: F811
+    import os
+    import signal
+    import sys
+
+    from test_vertex_build import VertexBuild, finished, wait_for
+
+    vx = VertexBuild(fake_vertex_factory(retry_delay=0.05, hang_seconds=8.0), doit, tmp_path)
+    vx.server.config.latency = (0.25, 0.25)  # a window to stop it in while plugins remain
+    env = {**vx.doit.env, **vx.env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "rules")}
+    for sig, status, says in ((signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted")):
+        log = tmp_path / f"{sig.name}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "skillbuild.cli"], env=env, cwd=market, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(log, lambda text: " generate success " in text or " analyse success " in text, proc)
+        os.killpg(proc.pid, sig)
+        assert proc.wait(timeout=30) == status
+        text = log.read_text()
+        assert "Traceback" not in text and f"skillbuild: {says}" in text
+        assert finished(text)
