@@ -80,7 +80,7 @@ def test_the_checkout_layout_is_unchanged_without_home(tmp_path):
     settings = load_settings(env={})
     root = settings.project_root
     assert settings.cache_dir.parent == root / "cache" and settings.build_root == root / "build"
-    assert settings.values["state_dir"] is None and settings.state_roots == [root / "cache", root / "build"]
+    assert settings.state_dir is None and settings.values["state_dir"] is None
 
 
 def _root_plugin_marketplace(folder: Path) -> Path:

@@ -291,11 +291,11 @@ class Settings:
         return self._path(self.values["build_root"])
 
     @property
-    def state_roots(self) -> list[Path]:
-        """Every folder that holds state: marked (safety/statedir.py) so no walk of a marketplace enters it."""
-        if self.values["state_dir"]:
-            return [self._path(self.values["state_dir"]).resolve()]
-        return [self._path(self.values["cache_root"]).resolve(), self.build_root.resolve()]
+    def state_dir(self) -> Path | None:  # type: ignore[override]
+        """The one folder of all state (installed `skillbuild`: <marketplace>/.skillbuild), marked by
+        skillbuild/statedir.py so no walk of a marketplace enters it; None: the checkout's cache/ and build/."""
+        chosen = self.values["state_dir"]
+        return self._path(chosen).resolve() if chosen else None
 
     @property
     def throttle_db(self) -> Path:

@@ -17,12 +17,13 @@ def is_state_dir(folder: Path) -> bool:
 
 
 def prepare(settings) -> None:
-    """Create and mark every state folder; a `state_dir` also gets a .gitignore so `git status` stays clean."""
-    for root in settings.state_roots:
-        root.mkdir(parents=True, exist_ok=True)
-        if not is_state_dir(root):
-            atomic_write(root / MARKER, MARKER_TEXT)
-    if settings.values["state_dir"]:
-        ignore = settings.state_roots[0] / ".gitignore"
-        if not ignore.is_file():
-            atomic_write(ignore, GITIGNORE_TEXT)
+    """Create and mark the state folder, with a .gitignore so `git status` stays clean. Without `state_dir`
+    (the checkout's cache/ and build/, outside any marketplace) nothing is added."""
+    root = settings.state_dir
+    if root is None:
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    if not is_state_dir(root):
+        atomic_write(root / MARKER, MARKER_TEXT)
+    if not (root / ".gitignore").is_file():
+        atomic_write(root / ".gitignore", GITIGNORE_TEXT)
