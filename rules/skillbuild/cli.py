@@ -66,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     if root is None:
         print(_not_found(cwd), file=sys.stderr)
         return EXIT_INVALID_SETTINGS
-    # An absolute marketplace= so it means the same folder to every reader; tasks.cli_vars() reads sys.argv.
+    # An absolute marketplace= so it means the same folder to every reader (settings resolve relative paths
+    # against the marketplace, not the working folder); tasks.cli_vars() reads sys.argv.
     argv = [f"marketplace={root}" if a.startswith("marketplace=") else a for a in argv]
+    if os.environ.get("SKILLBUILD_MARKETPLACE"):
+        os.environ["SKILLBUILD_MARKETPLACE"] = str(root)
     sys.argv = [sys.argv[0] if sys.argv else "skillbuild", *argv]
     tasks.HOME["path"] = root
     namespace = {name: getattr(tasks, name) for name in tasks.__all__ if name.startswith("task_")}
