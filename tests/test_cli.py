@@ -56,7 +56,9 @@ def test_marketplace_setting_wins_and_is_relative_to_where_it_runs(market, tmp_p
     assert proc.returncode == 0, proc.stderr
     assert "deploy-checker" in proc.stdout
     assert (market / ".skillbuild" / MARKER).is_file() and not (elsewhere / ".skillbuild").exists()
-    by_env = skillbuild("check", cwd=elsewhere, env=clean_env(SKILLBUILD_MARKETPLACE="../market"))
+    deeper = elsewhere / "deeper"
+    deeper.mkdir()
+    by_env = skillbuild("check", cwd=deeper, env=clean_env(SKILLBUILD_MARKETPLACE="../../market"))
     assert by_env.returncode == 0, by_env.stderr
     assert f"marketplace: {market.resolve()}  [environment]" in by_env.stdout
 
