@@ -173,6 +173,9 @@ KEYS: dict[str, Key] = {
     # where state lives
     "cache_root": Key(str, "cache", "rebuildable state (doit state, analysis, response cache)"),
     "build_root": Key(str, "build", "state to keep (audit DB, backups, logs, reports)"),
+    "state_dir": Key(_optional_str, None,
+                     "one folder for all state: cache_root and build_root default to its cache/ and build/ "
+                     "(the installed `skillbuild` command: .skillbuild in the marketplace)"),
 }
 
 # Names `doit name=value` may carry that are task arguments, not settings.
@@ -180,14 +183,7 @@ TASK_ARGS = {"plugin", "at", "backup", "dest", "force", "verify", "live"}
 
 
 def _read_pyproject(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return data.get("tool", {}).get("skillbuild", {})
+    return _read_toml(path).get("tool", {}).get("skillbuild", {})
 
 
 def _layer(source: str, values: Mapping[str, Any], raw: dict[str, tuple[str, Any]]) -> None:
@@ -313,6 +309,13 @@ class Settings:
         return self._path(self.values["build_root"])
 
     @property
+    def state_dir(self) -> Path | None:  # type: ignore[override]
+        """The one folder of all state (installed `skillbuild`: <marketplace>/.skillbuild), marked by
+        skillbuild/statedir.py so no walk of a marketplace enters it; None: the checkout's cache/ and build/."""
+        chosen = self.values["state_dir"]
+        return self._path(chosen).resolve() if chosen else None
+
+    @property
     def throttle_db(self) -> Path:
         """Shared by every marketplace: the quota belongs to the Google project, not to one marketplace."""
         return self.build_root / "throttle.sqlite3"
@@ -387,20 +390,61 @@ class Settings:
         return {k: str(getattr(self, k)) for k in keys if not KEYS[k].secret}
 
 
+LOCAL_SETTINGS = ".skillbuild.toml"  # a marketplace's own settings file (installed mode), top-level keys
+INSTALLED_STATE_DIR = ".skillbuild"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _file_layers(home: Path | None, pyproject: Path, raw: dict[str, tuple[str, Any]]) -> None:
+    """The settings files: the checkout's pyproject.toml; in installed mode (`home`: the marketplace root) the
+    installed defaults, then the marketplace's pyproject.toml [tool.skillbuild], then its .skillbuild.toml."""
+    if home is None:
+        _layer(f"{pyproject.name} [tool.skillbuild]", _read_pyproject(pyproject), raw)
+        return
+    _layer("installed default", {"marketplace": str(home), "state_dir": INSTALLED_STATE_DIR}, raw)
+    _layer(f"{home / 'pyproject.toml'} [tool.skillbuild]", _read_pyproject(home / "pyproject.toml"), raw)
+    _layer(str(home / LOCAL_SETTINGS), _read_toml(home / LOCAL_SETTINGS), raw)
+
+
+def _apply_state_dir(raw: dict[str, tuple[str, Any]]) -> None:
+    """state_dir gives cache_root and build_root their defaults; either one set explicitly still wins."""
+    source, state_dir = raw.get("state_dir", ("default", None))
+    if not state_dir:
+        return
+    for key, sub in (("cache_root", "cache"), ("build_root", "build")):
+        raw.setdefault(key, (f"state_dir ({source})", str(Path(str(state_dir)) / sub)))
+
+
 def load_settings(
     cli: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
     pyproject: Path | None = None,
     project_root: Path = PROJECT_ROOT,
+    home: Path | None = None,
 ) -> Settings:
-    """Resolve settings from the three layers; raise ConfigError naming any bad key or value."""
+    """Resolve settings from the layers; raise ConfigError naming any bad key or value.
+
+    `home`: the marketplace root when run as the installed `skillbuild` command; relative paths then resolve
+    against it and state defaults to <home>/.skillbuild. None: the checkout's `doit` (state in its build/, cache/).
+    """
     env = os.environ if env is None else env
+    project_root = home or project_root
     pyproject = pyproject or project_root / "pyproject.toml"
     raw: dict[str, tuple[str, Any]] = {}
-    _layer(f"{pyproject.name} [tool.skillbuild]", _read_pyproject(pyproject), raw)
+    _file_layers(home, pyproject, raw)
     _check_env_names(env)
     _layer("environment", _env_values(env), raw)
     _layer("command line", {k: v for k, v in (cli or {}).items() if k not in TASK_ARGS}, raw)
+    _apply_state_dir(raw)
     values, sources = {}, {}
     for key, spec in KEYS.items():
         source, value = raw.get(key, ("default", spec.default))

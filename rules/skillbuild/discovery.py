@@ -18,6 +18,7 @@ from skillbuild.config import DEFAULT_EXCLUDE
 from skillbuild.gitignore import Ignores
 from skillbuild.providers.base import InputFile, PluginContext
 from skillbuild.skill.skillmd import read_frontmatter_fields
+from skillbuild.statedir import is_state_dir
 
 CATALOG = Path(".claude-plugin") / "marketplace.json"
 MANIFEST = Path(".claude-plugin") / "plugin.json"  # what makes a folder outside the catalog a plugin
@@ -276,7 +277,7 @@ def _untracked_folders(root: Path, known: set[Path], exclude: tuple[str, ...]) -
 def _searched(folder: Path, rel: str, exclude: tuple[str, ...], ignores: Ignores) -> bool:
     """Whether the untracked search looks inside `folder` (`rel`: its path from the marketplace root)."""
     name = folder.name
-    if name.startswith(".") or name in SKIP_DIRS or folder.is_symlink():
+    if name.startswith(".") or name in SKIP_DIRS or folder.is_symlink() or is_state_dir(folder):
         return False
     if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(rel, p) for p in exclude):
         return False
@@ -320,7 +321,7 @@ def _walk_files(plugin: Plugin) -> list[Path]:
         folder = Path(dirpath)
         kept = []
         for d in sorted(dirnames):
-            if d in SKIP_DIRS:
+            if d in SKIP_DIRS or is_state_dir(folder / d):  # skillbuild's own state is never an input
                 continue
             if (folder / d).is_symlink() and not inside(folder / d, plugin.path):
                 plugin.excluded.append((plugin.relpath(folder / d), "symlink leaving the plugin folder"))

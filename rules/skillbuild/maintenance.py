@@ -11,6 +11,7 @@ from pathlib import Path
 from doit.exceptions import TaskFailed
 
 from skillbuild import __version__
+from skillbuild.config import KEYS
 from skillbuild.safety import archive, offsite
 
 
@@ -140,6 +141,7 @@ def list_backups(settings, verify: bool) -> TaskFailed | None:
 def check(settings) -> TaskFailed | None:
     """`doit check`: with Vertex, one cheap call through the throttle proves credentials, project,
     location and model; what failed is printed with its fix."""
+    print("\n".join(settings_lines(settings)), flush=True)
     if settings.provider == "offline":
         print("provider: offline: no account is needed; it makes no API calls. To use Gemini on Vertex AI, set "
               "provider=vertex and GOOGLE_CLOUD_PROJECT, then run `doit check` again.", flush=True)
@@ -158,6 +160,15 @@ def check(settings) -> TaskFailed | None:
         return None
     return TaskFailed("Vertex AI is not usable with these settings; fix what the line above names and run "
                       "`doit check` again")
+
+
+def settings_lines(settings) -> list[str]:
+    """Where the marketplace and state are, and every setting not at its default with where it came from."""
+    lines = [f"marketplace: {settings.marketplace}  [{settings.sources['marketplace']}]",
+             f"state: {settings.cache_dir.parent} and {settings.build_root}"]
+    lines += [f"  {key}: {'***' if KEYS[key].secret else settings.values[key]}  [{source}]"
+              for key, source in settings.sources.items() if source != "default" and key != "marketplace"]
+    return lines
 
 
 def _vertex_setting_lines(settings) -> list[str]:

@@ -13,7 +13,7 @@ from doit import get_var
 from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
-from skillbuild import build, maintenance, run
+from skillbuild import build, maintenance, run, statedir
 from skillbuild.safety import archive, interrupt
 from skillbuild.ui import lint, progress, status
 from skillbuild.config import ConfigError, load_settings
@@ -46,9 +46,14 @@ def cli_vars() -> dict[str, str]:
     return {name: value for name in names if (value := get_var(name)) is not None}
 
 
+# The marketplace root when the tasks are loaded by the installed `skillbuild` command (skillbuild/cli.py):
+# settings then come from that marketplace and state lives in it. None: the checkout's dodo.py.
+HOME: dict[str, object] = {"path": None}
+
+
 @lru_cache(maxsize=1)
 def settings():
-    return load_settings(cli=cli_vars())
+    return load_settings(cli=cli_vars(), home=HOME["path"])
 
 
 @lru_cache(maxsize=1)
@@ -71,6 +76,7 @@ def doit_config() -> dict:
         build.prompt_path(s, "analysis"), build.prompt_path(s, "generation")
     except (ConfigError, DiscoveryError, FileNotFoundError) as exc:
         raise InvalidDodoFile(f"skillbuild: {exc}") from None
+    statedir.prepare(s)
     s.cache_dir.mkdir(parents=True, exist_ok=True)
     interrupt.install()  # SIGTERM ends the run like Ctrl-C, so doit saves its state
     run.install(s, run_id())  # lock, audit run and log for any build run, whatever the reporter
