@@ -206,8 +206,8 @@ def write_report(settings, market) -> TaskFailed | None:
     return None
 
 
-def print_plan(settings, market) -> TaskFailed | None:
-    """`doit plan`: computed from files and recorded data only; a bad setting fails with its name."""
+def print_plan(settings, market, mode: str | None = None) -> TaskFailed | None:
+    """`doit plan [mode=batch]`: computed from files and recorded data only; a bad setting fails with its name."""
     from skillbuild import build, calls, planning
     from skillbuild.providers import ProviderError
 
@@ -218,6 +218,10 @@ def print_plan(settings, market) -> TaskFailed | None:
     except (ValueError, RuntimeError, ProviderError, FileNotFoundError) as exc:
         return TaskFailed(f"plan: {exc}")
     print(planning.format_plan(plan), flush=True)
+    if mode == "batch":
+        from skillbuild.calls.batch import format_batch_plan
+
+        print("\n" + format_batch_plan(settings, plan), flush=True)
     return None
 
 

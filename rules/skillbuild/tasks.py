@@ -22,7 +22,7 @@ from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, canonical_hash
 
 __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_backup", "task_restore_offsite",
            "task_backups", "task_restore", "task_report", "task_check",
-           "task_plan", "task_quota"]
+           "task_plan", "task_quota", "task_batch"]
 
 
 def arg(name: str, default: str | None = None) -> str | None:
@@ -250,8 +250,18 @@ def task_check():
 
 
 def task_plan():
-    """Dry run: stale plugins and why, API calls (cache hits excluded), tokens, cost, quota left, ETA."""
-    return {"actions": [(maintenance.print_plan, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
+    """Dry run: stale plugins and why, API calls (cache hits excluded), tokens, cost, quota left, ETA;
+    mode=batch: batch jobs and their cost."""
+    return {"actions": [(maintenance.print_plan, [settings(), marketplace(), arg("mode")])], "uptodate": [False],
+            "verbosity": 2}
+
+
+def task_batch():
+    """Send every stale plugin's requests as Vertex AI batch jobs into the response cache; cancel=1 cancels."""
+    from skillbuild.calls import batch
+
+    return {"actions": [(batch.run_batch, [settings(), marketplace(), run_id(), flag("cancel")])],
+            "uptodate": [False], "verbosity": 2}
 
 
 def task_quota():

@@ -127,6 +127,27 @@ def _status(job: Any) -> JobStatus:
                      int(getattr(stats, "incomplete_count", 0) or 0) if stats else 0, error)
 
 
+def request_body(provider: Any, request: Any) -> dict:
+    """The generateContent body the SDK would send for `request` (contents, systemInstruction,
+    generationConfig), made by the SDK's own converter so a batch row and an online call cannot differ."""
+    from google.genai import models, types
+
+    config = request.native.model_copy(update={"system_instruction": request.prompt})
+    params = types._GenerateContentParameters(model=request.model, contents=request.message, config=config)
+    body = models._GenerateContentParameters_to_vertex(provider._client_or_create()._api_client, params)
+    body.pop("_url", None)
+    return body
+
+
+def reply_of(response: dict) -> Any:
+    """A `response` of an output line as the online path's Reply (finish reason, text, tokens)."""
+    from google.genai import types
+
+    from skillbuild.providers.vertex import _reply
+
+    return _reply(types.GenerateContentResponse.model_validate(response))
+
+
 def service_for(provider: Any) -> BatchService:
     """The batch service of a provider that declares `can_batch`."""
     if not getattr(provider, "can_batch", False):

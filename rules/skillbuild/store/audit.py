@@ -129,6 +129,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
             "CREATE INDEX batch_jobs_hash ON batch_jobs (phase, request_hash)",
             "ALTER TABLE api_calls ADD COLUMN mode TEXT NOT NULL DEFAULT 'online'",
+            "ALTER TABLE api_calls ADD COLUMN cost_usd REAL",
         ],
     ),
 ]
@@ -356,7 +357,7 @@ class AuditDB:
         try:
             conn.executemany(
                 "INSERT INTO api_calls (run_id, plugin_name, phase, time, status, latency_seconds, input_tokens,"
-                " output_tokens, retried, error, mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " output_tokens, retried, error, mode, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             conn.execute("COMMIT")
@@ -377,6 +378,7 @@ class AuditDB:
             float(latency) if latency is not None else None,
             attempt.get("input_tokens"), attempt.get("output_tokens"), int(bool(retried)),
             self._clean(str(error), secrets) if error else None, attempt.get("mode", "online"),
+            attempt.get("cost_usd"),
         )
 
     # batch jobs (skillbuild/calls/batch.py) -------------------------------------------------------
