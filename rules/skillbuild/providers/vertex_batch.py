@@ -130,13 +130,13 @@ def _status(job: Any) -> JobStatus:
 def request_body(provider: Any, request: Any) -> dict:
     """The generateContent body the SDK would send for `request` (contents, systemInstruction,
     generationConfig), made by the SDK's own converter so a batch row and an online call cannot differ."""
-    from google.genai import models, types
+    from google.genai import _common, models, types
 
     config = request.native.model_copy(update={"system_instruction": request.prompt})
     params = types._GenerateContentParameters(model=request.model, contents=request.message, config=config)
     body = models._GenerateContentParameters_to_vertex(provider._client_or_create()._api_client, params)
     body.pop("_url", None)
-    return body
+    return _common.encode_unserializable_types(_common.convert_to_dict(body))  # as the SDK's own request
 
 
 def reply_of(response: dict) -> Any:
