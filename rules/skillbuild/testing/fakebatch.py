@@ -141,23 +141,22 @@ class BatchJobs:
     def _faults(self, name: str) -> list:
         return [f for f in self.server.config.faults if f.name == name]
 
-    def _job_fault(self) -> str | None:
-        for name in ("batch_failed", "batch_expired"):
-            for fault in self._faults(name):
-                fault.eligible += 1
-                if fault.first is not None and fault.eligible > fault.first:
-                    continue
-                if fault.rate >= 1.0 or self.server._rng.random() < fault.rate:
-                    self.server._count("faults", name)
-                    return name
-        return None
-
-    def _row_fails(self) -> bool:
-        for fault in self._faults("batch_partial"):
-            if self.server._rng.random() < fault.rate:
-                self.server._count("faults", "batch_partial")
+    def _fires(self, name: str) -> bool:
+        """One of the scripted `name` faults fires (its rate, within its `first=N`), counted if it does."""
+        for fault in self._faults(name):
+            fault.eligible += 1
+            if fault.first is not None and fault.eligible > fault.first:
+                continue
+            if fault.rate >= 1.0 or self.server._rng.random() < fault.rate:
+                self.server._count("faults", name)
                 return True
         return False
+
+    def _job_fault(self) -> str | None:
+        return next((name for name in ("batch_failed", "batch_expired") if self._fires(name)), None)
+
+    def _row_fails(self) -> bool:
+        return self._fires("batch_partial")
 
     # -- rows, through Cloud Storage
     def storage(self) -> Any:
