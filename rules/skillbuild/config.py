@@ -146,6 +146,8 @@ KEYS: dict[str, Key] = {
     "price_output_per_mtok": Key(_non_negative(float), 2.50, "USD per million output tokens, for `doit plan`"),
     "price_batch_input_per_mtok": Key(_non_negative(float), 0.15, "USD per million input tokens in a batch job"),
     "price_batch_output_per_mtok": Key(_non_negative(float), 1.25, "USD per million output tokens in a batch job"),
+    "max_cost_usd": Key(_optional(_non_negative(float)), None, "USD one run (online or batch) may spend: a run "
+                        "estimated above it does not start, an online run stops sending when it is reached"),
     # batch prediction (`doit batch`)
     "batch_bucket": Key(_optional_str, None, "Cloud Storage bucket for batch input and output (gs://B or B)"),
     "batch_poll_seconds": Key(_positive(float), 30.0, "first wait between polls of a batch job (backs off to 10x)"),

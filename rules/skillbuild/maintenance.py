@@ -218,6 +218,10 @@ def print_plan(settings, market, mode: str | None = None) -> TaskFailed | None:
     except (ValueError, RuntimeError, ProviderError, FileNotFoundError) as exc:
         return TaskFailed(f"plan: {exc}")
     print(planning.format_plan(plan), flush=True)
+    if plan.plugins and settings.provider != "offline":
+        from skillbuild.calls.spend import plan_line
+
+        print(plan_line(settings, plan.cost), flush=True)
     if mode == "batch":
         from skillbuild.calls.batch import format_batch_plan
 

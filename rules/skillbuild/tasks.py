@@ -14,6 +14,7 @@ from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
 from skillbuild import build, maintenance, run
+from skillbuild.calls import spend
 from skillbuild.safety import archive, interrupt
 from skillbuild.ui import progress, status
 from skillbuild.config import ConfigError, load_settings
@@ -73,7 +74,8 @@ def doit_config() -> dict:
         raise InvalidDodoFile(f"skillbuild: {exc}") from None
     s.cache_dir.mkdir(parents=True, exist_ok=True)
     interrupt.install()  # SIGTERM ends the run like Ctrl-C, so doit saves its state
-    run.install(s, run_id())  # lock, audit run and log for any build run, whatever the reporter
+    # lock, audit run and log for any build run, whatever the reporter; the spending cap checked first
+    run.install(s, run_id(), refusal=lambda: spend.run_refusal(s, marketplace()))
     return {
         "backend": "sqlite3",
         "dep_file": str(s.state_file),

@@ -283,6 +283,9 @@ def run_batch(settings, market, run_id: str, cancel: bool = False):
     if not settings.batch_bucket:
         return TaskFailed("batch: set batch_bucket (SKILLBUILD_BATCH_BUCKET) to a Cloud Storage bucket, "
                           "gs://NAME or NAME; see the README's batch section for its roles")
+    refusal = None if cancel else _over_cap(settings, market)
+    if refusal:
+        return TaskFailed(f"batch: {refusal}")
     try:
         batch = BatchRun(settings, market, run_id, say=lambda text: print(text, flush=True))
         if cancel:
@@ -296,6 +299,22 @@ def run_batch(settings, market, run_id: str, cancel: bool = False):
     return None
 
 
+def batch_cost(settings, plan) -> float:
+    return (plan.input_tokens * settings.price_batch_input_per_mtok
+            + plan.output_tokens * settings.price_batch_output_per_mtok) / 1e6
+
+
+def _over_cap(settings, market) -> str | None:
+    """The batch's estimate (the plan's tokens at the batch price) against max_cost_usd."""
+    if settings.max_cost_usd is None:
+        return None
+    from skillbuild import build, planning
+    from skillbuild.calls.spend import over_estimate
+
+    plan = planning.make_plan(settings, market, build.expected_provenance(settings), settings.model_id)
+    return over_estimate(settings, batch_cost(settings, plan), "batch")
+
+
 def format_batch_plan(settings, plan) -> str:
     """`doit plan mode=batch`: jobs, requests, cost at the batch price next to the online cost, turnaround."""
     from skillbuild.planning import _money, duration
@@ -303,18 +322,21 @@ def format_batch_plan(settings, plan) -> str:
     analyses = sum(p.analysis_call for p in plan.plugins)
     generations = sum(p.generation_call for p in plan.plugins)
     jobs = int(analyses > 0) + int(generations > 0)
-    batch_cost = (plan.input_tokens * settings.price_batch_input_per_mtok
-                  + plan.output_tokens * settings.price_batch_output_per_mtok) / 1e6
+    cost = batch_cost(settings, plan)
     lines = [f"batch plan (`doit batch`): nothing is sent, nothing is written",
              f"jobs: {jobs} (analysis: {analyses} request(s), generation: {generations} request(s)) for "
              f"{len(plan.plugins)} stale plugin(s)",
-             f"cost (estimate): batch {_money(batch_cost)} at ${settings.price_batch_input_per_mtok:g} in / "
+             f"cost (estimate): batch {_money(cost)} at ${settings.price_batch_input_per_mtok:g} in / "
              f"${settings.price_batch_output_per_mtok:g} out per million tokens; online {_money(plan.cost)}",
              "turnaround: typically within a few hours, at most 24 h per job (two jobs: analysis, then "
              "generation); no per-minute quota"]
     online = plan.eta()
     if online:
         lines.append(f"online instead: {duration(online)} at the configured pace")
+    if settings.max_cost_usd is not None:
+        from skillbuild.calls.spend import plan_line
+
+        lines.append(plan_line(settings, cost).replace("the run would", "the batch would"))
     if len(plan.plugins) < settings.batch_min_plugins:
         lines.append(f"batch is not worth it: {len(plan.plugins)} stale plugin(s) is below batch_min_plugins "
                      f"({settings.batch_min_plugins}); run `doit` online")

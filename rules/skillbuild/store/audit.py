@@ -402,6 +402,13 @@ class AuditDB:
         self.connection().execute(f"UPDATE batch_jobs SET {sets}, updated = ? WHERE id = ?",
                                   (*fields.values(), utc_now(), row_id))
 
+    def run_spend(self, run_id: str, price_in: float, price_out: float) -> float:
+        """USD one run's api_calls cost: batch rows at their recorded batch price, online rows at these prices."""
+        row = self.query("SELECT COALESCE(SUM(CASE WHEN mode = 'batch' THEN cost_usd ELSE"
+                         " (COALESCE(input_tokens, 0) * ? + COALESCE(output_tokens, 0) * ?) / 1e6 END), 0)"
+                         " FROM api_calls WHERE run_id = ?", (price_in, price_out, run_id))[0]
+        return float(row[0])
+
     def batch_jobs(self, states: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """batch_jobs rows, oldest first; only those in `states` when given."""
         rows = self.query("SELECT * FROM batch_jobs ORDER BY id")
