@@ -206,3 +206,38 @@ def test_plan_mode_batch_sends_nothing(fake_vertex_factory, doit, tmp_path, mark
     assert (stats["requests_total"], stats["batch_jobs"]) == (0, 0)
     b.env["SKILLBUILD_BATCH_MIN_PLUGINS"] = "2"
     assert "not worth it" not in ok(b.run("plan", "mode=batch"))
+
+
+def test_missing_bucket_fails_with_what_to_check(fake_vertex_factory, doit, tmp_path, market, emulator):
+    b = make(fake_vertex_factory, doit, tmp_path, emulator)
+    b.env["SKILLBUILD_BATCH_BUCKET"] = "no-such-bucket"  # a bare name is accepted too
+    proc = b.run("batch")
+    assert proc.returncode == 1 and "check batch_bucket" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert b.stats()["batch_jobs"] == 0
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_transient_poll_error_is_retried_and_a_permanent_one_named():
+    from google.genai import errors
+
+    from skillbuild.calls.batch import BatchRun
+    from skillbuild.calls.path import Caller
+    from skillbuild.providers.base import ProviderError
+    from skillbuild.providers.vertex import VertexProvider
+
+    class Flaky:
+        def __init__(self, code: int):
+            self.code = code
+
+        def get(self, name):
+            raise (errors.ServerError if self.code >= 500 else errors.ClientError)(
+                self.code, {"error": {"code": self.code, "message": "scripted", "status": "X"}})
+
+    said: list[str] = []
+    run = BatchRun.__new__(BatchRun)
+    run.caller, run.say = Caller(VertexProvider(model="gemini-2.5-flash", project="p")), said.append
+    run.service = Flaky(503)
+    assert run._get("projects/p/locations/l/batchPredictionJobs/1") is None and "polling again" in said[0]
+    run.service = Flaky(403)
+    with pytest.raises(ProviderError, match="permission denied"):
+        run._get("projects/p/locations/l/batchPredictionJobs/1")

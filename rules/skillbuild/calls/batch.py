@@ -217,7 +217,11 @@ class BatchRun:
         """Poll with backoff (batch_poll_seconds, growing to 10x) until the job ends; progress and ETA printed."""
         wait, started, last = self.settings.batch_poll_seconds, time.monotonic(), None
         while True:
-            status = self.service.get(name)
+            status = self._get(name)
+            if status is None:  # a transient error: poll again after the wait
+                time.sleep(wait)
+                wait = min(wait * 1.5, self.settings.batch_poll_seconds * 10)
+                continue
             if status.state != last:
                 self.audit.batch_job_update(job["id"], state=status.state)
                 last = status.state
@@ -228,6 +232,23 @@ class BatchRun:
                 return status
             time.sleep(wait)
             wait = min(wait * 1.5, self.settings.batch_poll_seconds * 10)
+
+    def _get(self, name: str):
+        """One poll; None after a transient failure (408/429/5xx, timeout, lost connection), which is said and
+        retried; any other failure ends the run with the provider's message."""
+        from skillbuild.calls.path import AttemptFailed, transient
+
+        provider = self.caller.provider
+        try:
+            return self.service.get(name)
+        except ProviderError:
+            raise
+        except Exception as exc:  # the SDK's and the HTTP stack's errors, classified by the provider
+            failure = provider.failure(exc)
+            if transient(AttemptFailed(failure)):
+                self.say(f"batch: polling {name} failed ({failure.error}); polling again")
+                return None
+            raise ProviderError(provider.explain(failure, 1, 0.0)[1], failure.kind) from None
 
     def collect(self, job: dict, status) -> None:
         """Check each output line, cache the good answers, record every row in api_calls as a batch call."""
@@ -294,6 +315,11 @@ def run_batch(settings, market, run_id: str, cancel: bool = False):
         counts = batch.run()
     except ProviderError as exc:
         return TaskFailed(f"batch: {exc}")
+    except Exception as exc:  # Cloud Storage or the SDK refusing (bucket missing, no permission): say which
+        if not type(exc).__module__.startswith(("google", "httpx", "requests")):
+            raise
+        return TaskFailed(f"batch: {type(exc).__name__}: {str(exc)[:500]}; check batch_bucket, the bucket's "
+                          "roles and the project (README: Batch prediction)")
     print(f"batch: {counts['jobs']} job(s) created, {counts['rows']} row(s) read, {counts['cached']} answer(s) "
           f"cached, {counts['failed']} left to `doit`", flush=True)
     return None
