@@ -150,6 +150,6 @@ def reply_of(response: dict) -> Any:
 
 def service_for(provider: Any) -> BatchService:
     """The batch service of a provider that declares `can_batch`."""
-    if not getattr(provider, "can_batch", False):
+    if not provider.can_batch:
         raise ProviderError(f"the {provider.name} provider cannot send batch jobs; use provider=vertex", "config")
     return BatchService(provider, getattr(provider, "project", None))
