@@ -25,7 +25,7 @@ from skillbuild.store import writing
 from skillbuild.store.audit import AuditDB
 from skillbuild.discovery import Plugin
 from skillbuild.fingerprints import canonical_hash, files_hash, text_hash
-from skillbuild.calls import Caller, caller_for
+from skillbuild.calls import Caller, caller_for, spend
 from skillbuild.providers import ProviderError
 from skillbuild.providers.base import Result, Usage
 
@@ -180,6 +180,9 @@ def _stopped(plugin: Plugin, phase: str, exc: Exception) -> TaskFailed:
 
 def analyse(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     """Phase 1: analysis through the call path, schema-checked, saved as cache/<m>/analysis/<plugin>.json."""
+    stop = spend.stop_reason(settings, run_id)
+    if stop:
+        return TaskFailed(f"{plugin.name}: {stop}")
     caller = caller_for(settings)
     prompt = read_prompt(settings, "analysis")
     step = Step(settings, plugin, run_id, "analyse", caller, prompt)
@@ -271,6 +274,9 @@ def _carried_note(original: str | None) -> str | None:
 def build_skill(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     """Phase 2: generate, pass the gates (one repair with the reasons), back up, write atomically."""
     assert plugin.target is not None and plugin.path is not None
+    stop = spend.stop_reason(settings, run_id)
+    if stop:
+        return TaskFailed(f"{plugin.name}: {stop}")
     caller = caller_for(settings)
     try:
         return _build_skill(settings, plugin, run_id, caller)

@@ -162,6 +162,15 @@ KEYS: dict[str, Key] = {
     "wait_for_reset": Key(_bool, False, "when today's budget is spent, wait for the reset instead of stopping"),
     "price_input_per_mtok": Key(_non_negative(float), 0.30, "USD per million input tokens, for `doit plan`"),
     "price_output_per_mtok": Key(_non_negative(float), 2.50, "USD per million output tokens, for `doit plan`"),
+    "price_batch_input_per_mtok": Key(_non_negative(float), 0.15, "USD per million input tokens in a batch job"),
+    "price_batch_output_per_mtok": Key(_non_negative(float), 1.25, "USD per million output tokens in a batch job"),
+    "max_cost_usd": Key(_optional(_non_negative(float)), None, "USD one run (online or batch) may spend: a run "
+                        "estimated above it does not start, an online run stops sending when it is reached"),
+    # batch prediction (`doit batch`)
+    "batch_bucket": Key(_optional_str, None, "Cloud Storage bucket for batch input and output (gs://B or B)"),
+    "batch_poll_seconds": Key(_positive(float), 30.0, "first wait between polls of a batch job (backs off to 10x)"),
+    "batch_min_plugins": Key(_non_negative(int), 50, "below this many stale plugins `doit plan mode=batch` "
+                                                     "says batch is not worth it"),
     # backups
     "turso_url_env": Key(str, "TURSO_DATABASE_URL", "environment variable holding the Turso database URL"),
     "turso_token_env": Key(str, "TURSO_AUTH_TOKEN", "environment variable holding the Turso auth token"),
@@ -179,7 +188,7 @@ KEYS: dict[str, Key] = {
 }
 
 # Names `doit name=value` may carry that are task arguments, not settings.
-TASK_ARGS = {"plugin", "at", "backup", "dest", "force", "verify", "live"}
+TASK_ARGS = {"plugin", "at", "backup", "dest", "force", "verify", "live", "cancel", "mode"}
 
 
 def _read_pyproject(path: Path) -> dict[str, Any]:

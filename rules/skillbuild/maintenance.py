@@ -222,8 +222,8 @@ def write_report(settings, market) -> TaskFailed | None:
     return None
 
 
-def print_plan(settings, market) -> TaskFailed | None:
-    """`doit plan`: computed from files and recorded data only; a bad setting fails with its name."""
+def print_plan(settings, market, mode: str | None = None) -> TaskFailed | None:
+    """`doit plan [mode=batch]`: computed from files and recorded data only; a bad setting fails with its name."""
     from skillbuild import build, calls, planning
     from skillbuild.providers import ProviderError
 
@@ -234,6 +234,14 @@ def print_plan(settings, market) -> TaskFailed | None:
     except (ValueError, RuntimeError, ProviderError, FileNotFoundError) as exc:
         return TaskFailed(f"plan: {exc}")
     print(planning.format_plan(plan), flush=True)
+    if plan.plugins and settings.provider != "offline":
+        from skillbuild.calls.spend import plan_line
+
+        print(plan_line(settings, plan.cost), flush=True)
+    if mode == "batch":
+        from skillbuild.calls.batch import format_batch_plan
+
+        print("\n" + format_batch_plan(settings, plan), flush=True)
     return None
 
 

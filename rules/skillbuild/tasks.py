@@ -14,6 +14,7 @@ from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
 from skillbuild import build, maintenance, run, statedir
+from skillbuild.calls import spend
 from skillbuild.safety import archive, interrupt
 from skillbuild.ui import lint, progress, status
 from skillbuild.config import ConfigError, load_settings
@@ -22,7 +23,7 @@ from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, canonical_hash
 
 __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_backup", "task_restore_offsite",
            "task_backups", "task_restore", "task_report", "task_check",
-           "task_plan", "task_quota", "task_lint", "task_routing"]
+           "task_plan", "task_quota", "task_lint", "task_routing", "task_batch"]
 
 
 def arg(name: str, default: str | None = None) -> str | None:
@@ -79,7 +80,8 @@ def doit_config() -> dict:
     statedir.prepare(s)
     s.cache_dir.mkdir(parents=True, exist_ok=True)
     interrupt.install()  # SIGTERM ends the run like Ctrl-C, so doit saves its state
-    run.install(s, run_id())  # lock, audit run and log for any build run, whatever the reporter
+    # lock, audit run and log for any build run, whatever the reporter; the spending cap checked first
+    run.install(s, run_id(), refusal=lambda: spend.run_refusal(s, marketplace()))
     return {
         "backend": "sqlite3",
         "dep_file": str(s.state_file),
@@ -256,8 +258,18 @@ def task_check():
 
 
 def task_plan():
-    """Dry run: stale plugins and why, API calls (cache hits excluded), tokens, cost, quota left, ETA."""
-    return {"actions": [(maintenance.print_plan, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
+    """Dry run: stale plugins and why, API calls (cache hits excluded), tokens, cost, quota left, ETA;
+    mode=batch: batch jobs and their cost."""
+    return {"actions": [(maintenance.print_plan, [settings(), marketplace(), arg("mode")])], "uptodate": [False],
+            "verbosity": 2}
+
+
+def task_batch():
+    """Send every stale plugin's requests as Vertex AI batch jobs into the response cache; cancel=1 cancels."""
+    from skillbuild.calls import batch
+
+    return {"actions": [(batch.run_batch, [settings(), marketplace(), run_id(), flag("cancel")])],
+            "uptodate": [False], "verbosity": 2}
 
 
 def task_quota():
