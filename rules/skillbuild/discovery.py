@@ -141,13 +141,27 @@ def _real(path: str) -> str:
     return os.path.realpath(path)
 
 
+@lru_cache(maxsize=None)
+def _real_folder(path: str) -> str:
+    return _realpath(path)
+
+
+def _realpath(path: str) -> str:
+    """`os.path.realpath`, resolving each parent folder once per load (catalog sources share their parents):
+    a last component that is no symlink (nor `..`) adds itself to its parent's real path."""
+    parent, leaf = os.path.split(path)
+    if leaf in ("", ".", "..") or parent == path or os.path.islink(path):
+        return os.path.realpath(path)
+    return os.path.join(_real_folder(parent), leaf)
+
+
 def _source_folder(root: Path, entry: dict[str, Any], plugin_root: str | None) -> Path:
     """Resolve a relative `source`; raise ValueError when it leaves the marketplace root."""
     source = entry["source"]
     candidates = [root / source]
     if plugin_root:
         candidates.append(root / plugin_root / source)
-    reals = [os.path.realpath(folder) for folder in candidates]  # one resolve each: `inside` and the answer
+    reals = [_realpath(str(folder)) for folder in candidates]  # one resolve each: `inside` and the answer
     for real in reals:
         if not inside(Path(real), root):
             raise ValueError(f"catalog entry '{entry.get('name')}': source {source!r} resolves outside the "
@@ -173,6 +187,7 @@ def discover(root: Path, target_template: str = "skills/{name}/SKILL.md", file_m
     Catalog entries come first, so an untracked folder of the same name is the one shadowed.
     """
     root = root.resolve()
+    _real_folder.cache_clear()  # folders resolved by the last load may have become symlinks since
     catalog = load_catalog(root)
     plugin_root = (catalog.get("metadata") or {}).get("pluginRoot")
     plugins: list[Plugin] = []

@@ -24,6 +24,22 @@ def file_xxh3(path: str | os.PathLike) -> str:
     return _file_digest(path, xxhash.xxh3_128())
 
 
+_DIGESTS: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+
+
+def file_xxh3_once(path: str | os.PathLike) -> str:
+    """`file_xxh3`, computed again only when the file's `stat_key` changed: for a file every plugin's
+    up-to-date check hashes (the prompts)."""
+    key, name = stat_key(path), os.fspath(path)
+    seen = _DIGESTS.get(name)
+    if key is not None and seen and seen[0] == key:
+        return seen[1]
+    digest = file_xxh3(path)
+    if key is not None:
+        _DIGESTS[name] = (key, digest)
+    return digest
+
+
 class XXHashChecker(FileChangedChecker):
     """mtime first (unchanged means same), then size (different means changed), then the xxh3 digest.
 
@@ -74,11 +90,11 @@ def files_hash(paths: Iterable[Path], root: Path) -> str:
 
     Remembered for the run by each file's `stat_key`: one load asks it for a plugin's analysis and its
     SKILL.md both, and the answer is computed again whenever any file may have changed."""
-    paths = sorted(paths)
+    paths = list(paths)
     key = (str(root), tuple((str(p), stat_key(p)) for p in paths))
     if None not in (k for _, k in key[1]) and key in _FILES_HASHES:
         return _FILES_HASHES[key]
-    _FILES_HASHES[key] = digest = _files_digest(paths, root)
+    _FILES_HASHES[key] = digest = _files_digest(sorted(paths), root)
     return digest
 
 

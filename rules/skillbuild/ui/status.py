@@ -27,8 +27,9 @@ class Row:
 
 @dataclass(frozen=True)
 class Target:
-    """A SKILL.md as read once: its text, the provenance it carries and whether it counts as hand-written."""
-    text: str
+    """A SKILL.md as read once: its size in bytes, the provenance it carries and whether it counts as
+    hand-written (not its text: a run remembers one of these per plugin)."""
+    size: int
     mark: dict[str, str] | None
     hand_written: bool
 
@@ -48,7 +49,8 @@ def read_target(path: Path | None) -> Target | None:
     if seen and seen[0] == key:
         return seen[1]
     text = path.read_text(encoding="utf-8", errors="replace")
-    target = Target(text, skillmd.provenance(text), skillmd.is_hand_written(text))
+    mark = skillmd.provenance(text)
+    target = Target(len(text.encode()), mark, skillmd.hand_written_given(text, mark))
     _TARGETS[str(path)] = (key, target)
     return target
 
@@ -66,7 +68,7 @@ def keep_reason(plugin: Plugin, keep_min_bytes: int, provider: str, saved_origin
         if provider == "offline" and made_from_one and target is not None:
             return "made from a hand-written original, the offline provider never replaces it"
         return ""
-    size = len(target.text.encode())
+    size = target.size
     what = "hand-written" if target.mark is None else "hand-edited since skillbuild wrote it"
     if size >= keep_min_bytes:
         return f"{what}, {size} bytes"
