@@ -70,15 +70,19 @@ def measure(corpus: Path, size: int, work: Path, runs: int, jobs: int) -> tuple[
         ran = [line for line in proc.stdout.splitlines() if " generate " in line or " analyse " in line]
         if ran:
             print(f"  warning: the no-op ran {len(ran)} build steps", file=sys.stderr)
-    return _count_plugins(market), statistics.median(times), _rss_of_noop(env), build
+    rss, cpu = _usage_of_noop(env)
+    return _count_plugins(market), statistics.median(times), rss, cpu, build
 
 
-def _rss_of_noop(env: dict) -> int:
-    """Peak RSS (KiB) of one more no-op, measured alone in a fresh child that runs it."""
+def _usage_of_noop(env: dict) -> tuple[int, float]:
+    """Peak RSS (KiB) and CPU seconds (user + system) of one more no-op, measured alone in a fresh child that
+    runs it: CPU time says more than wall time on a busy machine."""
     code = ("import resource,subprocess,sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
-            "stderr=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+            "stderr=subprocess.DEVNULL); u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+            "print(u.ru_maxrss, u.ru_utime + u.ru_stime)")
     out = subprocess.run([sys.executable, "-c", code, *DOIT], env=env, capture_output=True, text=True)
-    return int(out.stdout.strip() or 0)
+    rss, cpu = out.stdout.split()
+    return int(rss), float(cpu)
 
 
 def _count_plugins(market: Path) -> int:
@@ -99,9 +103,9 @@ def main() -> int:
     summary = []
     try:
         for size in sizes:
-            plugins, noop, rss, build = measure(args.corpus.resolve(), size, work, args.runs, args.jobs)
+            plugins, noop, rss, cpu, build = measure(args.corpus.resolve(), size, work, args.runs, args.jobs)
             print(f"size {size}: {plugins} plugins, build {build:.1f} s, no-op {noop:.2f} s "
-                  f"(median of {args.runs}), peak RSS {rss / 1024:.0f} MiB", flush=True)
+                  f"(median of {args.runs}; CPU {cpu:.2f} s), peak RSS {rss / 1024:.0f} MiB", flush=True)
             summary.append(f"{plugins} {noop:.2f} s")
     finally:
         if not args.keep:
