@@ -19,7 +19,7 @@ from skillbuild.safety import archive, interrupt
 from skillbuild.ui import lint, progress, status
 from skillbuild.config import ConfigError, load_settings
 from skillbuild.discovery import DiscoveryError, Marketplace, Plugin, discover
-from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, canonical_hash, file_xxh3
+from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, canonical_hash, file_xxh3, file_xxh3_once
 
 __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_backup", "task_restore_offsite",
            "task_backups", "task_restore", "task_report", "task_check",
@@ -133,7 +133,7 @@ class AnalysisUpToDate:
     def __call__(self, task, values) -> bool:
         made_from = canonical_hash({**_analysis_config(self.settings, self.plugin),
                                     "sources": build.source_hash(self.plugin),
-                                    "prompt": file_xxh3(build.prompt_path(self.settings, "analysis"))})
+                                    "prompt": file_xxh3_once(build.prompt_path(self.settings, "analysis"))})
         task.value_savers.append(lambda: {"made_from": made_from})  # saved when the task runs and succeeds
         if not build.analysis_path(self.settings, self.plugin).is_file():
             return False

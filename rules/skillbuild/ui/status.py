@@ -13,6 +13,7 @@ from pathlib import Path
 
 from skillbuild.skill import skillmd
 from skillbuild.discovery import Marketplace, Plugin
+from skillbuild.fingerprints import stat_key
 
 
 @dataclass
@@ -24,6 +25,36 @@ class Row:
     detail: str
 
 
+@dataclass(frozen=True)
+class Target:
+    """A SKILL.md as read once: its size in bytes, the provenance it carries and whether it counts as
+    hand-written (not its text: a run remembers one of these per plugin)."""
+    size: int
+    mark: dict[str, str] | None
+    hand_written: bool
+
+
+_TARGETS: dict[str, tuple[tuple[int, int, int, int], Target]] = {}
+
+
+def read_target(path: Path | None) -> Target | None:
+    """The SKILL.md at `path`, or None; read and parsed once per run while its `stat_key` stays the same.
+
+    A load asks about each plugin three times (which tasks to make, the skill task, its up-to-date check);
+    the build writing the file changes the key, so a later question reads the new file."""
+    key = stat_key(path) if path is not None else None
+    if key is None or not path.is_file():  # a folder at the target is no SKILL.md either
+        return None
+    seen = _TARGETS.get(str(path))
+    if seen and seen[0] == key:
+        return seen[1]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    mark = skillmd.provenance(text)
+    target = Target(len(text.encode()), mark, skillmd.hand_written_given(text, mark))
+    _TARGETS[str(path)] = (key, target)
+    return target
+
+
 def keep_reason(plugin: Plugin, keep_min_bytes: int, provider: str, saved_original: Path | None = None) -> str:
     """Why the SKILL.md at the target is kept as it is, or "" when it may be rebuilt.
 
@@ -31,14 +62,14 @@ def keep_reason(plugin: Plugin, keep_min_bytes: int, provider: str, saved_origin
     always under the offline provider, whose extractive text could only be worse than a maintainer's; so
     is, under the offline provider, a file of ours that replaced one (`saved_original`: build.py keeps it).
     """
-    text = skillmd.read_hand_written(plugin.target)
-    if text is None:
+    target = read_target(plugin.target)
+    if target is None or not target.hand_written:
         made_from_one = saved_original is not None and saved_original.is_file()
-        if provider == "offline" and made_from_one and plugin.target is not None and plugin.target.is_file():
+        if provider == "offline" and made_from_one and target is not None:
             return "made from a hand-written original, the offline provider never replaces it"
         return ""
-    size = len(text.encode())
-    what = "hand-written" if skillmd.provenance(text) is None else "hand-edited since skillbuild wrote it"
+    size = target.size
+    what = "hand-written" if target.mark is None else "hand-edited since skillbuild wrote it"
     if size >= keep_min_bytes:
         return f"{what}, {size} bytes"
     if provider == "offline":
@@ -52,12 +83,11 @@ def is_kept(plugin: Plugin, keep_min_bytes: int, provider: str, saved_original: 
 
 def staleness(settings, plugin: Plugin, expected: dict[str, str]) -> str:
     """Why the plugin must be rebuilt, or "" when its SKILL.md is current."""
-    target = plugin.target
-    if target is None or not target.is_file():
+    target = read_target(plugin.target)
+    if target is None:
         return "no SKILL.md yet"
-    text = target.read_text(encoding="utf-8", errors="replace")
-    mark = skillmd.provenance(text)
-    if mark is None or skillmd.is_hand_written(text):
+    mark = target.mark
+    if mark is None or target.hand_written:
         return (f"hand-written SKILL.md under {settings.keep_min_bytes} bytes: an input to its replacement, "
                 "which must pass the never-worse gate")
     changed = [k for k, v in expected.items() if mark.get(k) != v]
