@@ -327,7 +327,7 @@ def _write(settings, plugin: Plugin, run_id: str, text: str) -> Path:
     if replaced is not None:
         writing.atomic_write(saved_original_path(settings, plugin), replaced)
     writing.atomic_write(plugin.target, text)
-    backup.prune(settings.backups_dir, plugin.key, settings.backup_keep)
+    backup.prune(settings.backups_dir, plugin.key, settings.backup_keep, settings.backup_keep_bytes)
     return saved
 
 
