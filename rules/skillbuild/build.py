@@ -131,12 +131,28 @@ def _keep_rejected(settings, plugin: Plugin, name: str, text: str, reasons: list
     return path
 
 
+class AuditAttempts:
+    """The call path's attempt recorder for one step: each HTTP attempt is an `api_calls` row written before its
+    request leaves (outcome `sent`) and completed once answered, so a billed call is on record even when the run
+    is killed with it in flight (the next run marks it `unknown`, possibly billed)."""
+
+    def __init__(self, settings, run_id: str, plugin: str, phase: str):
+        self.settings, self.run_id, self.plugin, self.phase = settings, run_id, plugin, phase
+
+    def sent(self, record: dict) -> None:
+        record["audit_id"] = open_audit(self.settings).begin_attempt(self.run_id, self.plugin, self.phase, record)
+
+    def done(self, record: dict) -> None:
+        open_audit(self.settings).finish_attempt(record["audit_id"], record)
+
+
 class Step:
     """One provider call of one phase, timed and written to the audit DB (with its HTTP attempts)."""
 
     def __init__(self, settings, plugin: Plugin, run_id: str, phase: str, caller: Caller, prompt: str):
         self.settings, self.plugin, self.run_id, self.phase = settings, plugin, run_id, phase
         self.caller, self.prompt = caller, prompt
+        caller.recorder = AuditAttempts(settings, run_id, plugin.key, phase)
         self.redacted: int | None = None  # values redacted from this step's inputs
         self.usage = Usage()
         self.started = time.monotonic()

@@ -27,12 +27,12 @@ import sys
 from doit.runner import Runner
 
 from skillbuild import build
-from skillbuild.safety import interrupt, runlock
+from skillbuild.safety import interrupt, leftovers, runlock
 from skillbuild.store.audit import redact
 from skillbuild.ui import progress
 
 EXIT_ERROR = 3  # what `DoitMain.run` returns when an exception escapes the runner
-_state: dict = {"settings": None, "run_id": None, "current": None}
+_state: dict = {"settings": None, "run_id": None, "current": None, "skill_folders": list}
 
 
 class BuildRun:
@@ -50,7 +50,11 @@ class BuildRun:
             from skillbuild.providers import vertex
 
             vertex.preload()  # here, before doit forks its workers: each would import the SDK again
-        build.open_audit(s).start_run(self.argv, run_id=self.run_id, secrets=build.secrets(s))
+        audit = build.open_audit(s)
+        for line in leftovers.close_dead_runs(audit, self.run_id):  # under the lock: no other run is writing
+            progress.append_line(self.log, line)
+            print(line, flush=True)
+        audit.start_run(self.argv, run_id=self.run_id, secrets=build.secrets(s))
         return self
 
     def _take_lock(self) -> None:
@@ -60,14 +64,21 @@ class BuildRun:
         # The real stderr: `-r json` has swapped sys.stderr for a buffer it prints only at the end.
         runlock.acquire_or_exit(s.lock_file, self.run_id, command.split(), s.lock_wait,
                                 stream=sys.__stderr__ or sys.stderr)
-        swept = runlock.sweep_leftovers(s.marketplace, s.cache_dir, s.responses_dir)
+        swept = runlock.sweep_leftovers(self._temp_folders(), s.responses_dir)
         lines = s.journal().reap()  # staging folders and unfinished restores of killed runs
+        lines += leftovers.release_reservations(s)
         if swept:
             lines.append(f"removed {len(swept)} temp file(s) left by an interrupted run: "
                          + ", ".join(str(p) for p in swept[:5]) + (" ..." if len(swept) > 5 else ""))
         for line in lines:
             progress.append_line(self.log, line)
             print(line, flush=True)
+
+    def _temp_folders(self) -> list:
+        """The folders atomic writes put temp files in: each plugin's skill folder and our state folders."""
+        s = self.settings
+        return [*_state["skill_folders"](), s.analysis_dir, s.rejected_dir, s.cache_dir, s.originals_dir,
+                s.journal_dir, s.build_dir, s.build_root]
 
     def tracker(self, echo: bool = True) -> progress.RunProgress:
         """The run's events and summary (made once): on the console too when `echo`, always in the log."""
@@ -89,9 +100,10 @@ class BuildRun:
             runlock.release(self.settings.lock_file)
 
 
-def install(settings, run_id: str) -> None:
-    """Give every doit run of this process a lifecycle when it may touch plugins (see the module docstring)."""
-    _state.update(settings=settings, run_id=run_id)
+def install(settings, run_id: str, skill_folders=None) -> None:
+    """Give every doit run of this process a lifecycle when it may touch plugins (see the module docstring).
+    `skill_folders()`: the folders SKILL.md files are written to, where a killed run's temp files may be."""
+    _state.update(settings=settings, run_id=run_id, skill_folders=skill_folders or list)
     if getattr(Runner.run_all, "skillbuild_lifecycle", False):
         return
     Runner.run_all = _with_lifecycle(Runner.run_all)

@@ -73,7 +73,7 @@ def doit_config() -> dict:
         raise InvalidDodoFile(f"skillbuild: {exc}") from None
     s.cache_dir.mkdir(parents=True, exist_ok=True)
     interrupt.install()  # SIGTERM ends the run like Ctrl-C, so doit saves its state
-    run.install(s, run_id())  # lock, audit run and log for any build run, whatever the reporter
+    run.install(s, run_id(), _skill_folders)  # lock, audit run and log for any build run, whatever the reporter
     return {
         "backend": "sqlite3",
         "dep_file": str(s.state_file),
@@ -84,6 +84,11 @@ def doit_config() -> dict:
         "subtasks": True,  # `doit list` shows every plugin's tasks
         "reporter": progress.reporter_class(_make_progress),
     }
+
+
+def _skill_folders() -> list:
+    """Where each plugin's SKILL.md is written: the only marketplace folders a run start looks for temp files in."""
+    return [p.target.parent for p in marketplace().plugins if p.target is not None]
 
 
 def _make_progress(plugins: list[str]) -> progress.RunProgress:

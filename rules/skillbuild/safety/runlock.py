@@ -163,15 +163,17 @@ def release(path: Path) -> None:
         lock.release()
 
 
-def sweep_leftovers(marketplace: Path, cache_dir: Path, responses_dir: Path) -> list[Path]:
+def sweep_leftovers(folders, responses_dir: Path) -> list[Path]:
     """Remove temp files that a killed run left (only safe while holding the lock); returns them.
 
-    Atomic writes go through `.skillbuild-*.tmp` files (marketplace, analysis, rejected) and the
-    response cache through `responses/<xx>/.<key>.*.tmp`; none of them is ever a finished file.
-    A restore's temp names carry its pid: a live restore's files are left alone.
+    Atomic writes go through `.skillbuild-*.tmp` files beside their target, in the folders given (each plugin's
+    skill folder, analysis, rejected, originals, journal, the build folders) and the response cache through
+    `responses/<xx>/.<key>.*.tmp`; none of them is ever a finished file. Only those folders are listed, never
+    the marketplace tree (a large one costs seconds to walk). A restore's temp names carry its pid: a live
+    restore's files are left alone.
     """
-    found = writing.leftover_temps(marketplace) + writing.leftover_temps(cache_dir)
-    found += sorted(responses_dir.glob("??/.*.tmp"))
+    found = writing.temps_in(folders)
+    found += sorted(Path(responses_dir).glob("??/.*.tmp"))
     removed = []
     for path in found:
         if _live_restore_temp(path):

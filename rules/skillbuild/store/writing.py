@@ -68,4 +68,13 @@ def fsync_dir(folder: Path) -> None:
 
 
 def leftover_temps(root: Path) -> list[Path]:
+    """Every default temp file under `root`, at any depth (a check after the fact; a run start uses `temps_in`)."""
     return sorted(root.rglob(f"{TEMP_PREFIX}*.tmp"))
+
+
+def temps_in(folders) -> list[Path]:
+    """Default temp files directly in each of `folders`: the ones atomic writes go to, never a whole tree."""
+    found: set[Path] = set()
+    for folder in folders:
+        found.update(Path(folder).glob(f"{TEMP_PREFIX}*.tmp"))
+    return sorted(found)
