@@ -284,6 +284,12 @@ class Settings:
         return self.cache_dir / "responses"
 
     @property
+    def spilled_responses_dir(self) -> Path:
+        """Paid answers the response cache could not take (its disk full): kept with the state to keep, read by
+        every later lookup (calls/response_cache.py)."""
+        return self.build_dir / "responses-spilled"
+
+    @property
     def state_file(self) -> Path:
         """doit's own state (its dep_file)."""
         return self.cache_dir / "doit-state.sqlite3"

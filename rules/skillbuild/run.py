@@ -22,16 +22,19 @@ same event lines and summary to the run's log only (stdout stays the reporter's:
 from __future__ import annotations
 
 import functools
+import sqlite3
 import sys
 
 from doit.runner import Runner
 
 from skillbuild import build
 from skillbuild.safety import interrupt, leftovers, runlock
-from skillbuild.store.audit import redact
+from skillbuild.store import writing
+from skillbuild.store.audit import AuditError, redact
 from skillbuild.ui import progress
 
 EXIT_ERROR = 3  # what `DoitMain.run` returns when an exception escapes the runner
+EXIT_FAILED = 1  # skillbuild's own failure (a full disk): never 3, which means invalid settings or an unknown task
 _state: dict = {"settings": None, "run_id": None, "current": None, "skill_folders": list}
 
 
@@ -52,7 +55,7 @@ class BuildRun:
             vertex.preload()  # here, before doit forks its workers: each would import the SDK again
         audit = build.open_audit(s)
         for line in leftovers.close_dead_runs(audit, self.run_id):  # under the lock: no other run is writing
-            progress.append_line(self.log, line)
+            progress.log_line(self.log, line)
             print(line, flush=True)
         audit.start_run(self.argv, run_id=self.run_id, secrets=build.secrets(s))
         return self
@@ -71,7 +74,7 @@ class BuildRun:
             lines.append(f"removed {len(swept)} temp file(s) left by an interrupted run: "
                          + ", ".join(str(p) for p in swept[:5]) + (" ..." if len(swept) > 5 else ""))
         for line in lines:
-            progress.append_line(self.log, line)
+            progress.log_line(self.log, line)
             print(line, flush=True)
 
     def _temp_folders(self) -> list:
@@ -96,6 +99,9 @@ class BuildRun:
         summary = tracker.summary or progress.summarise(tracker.events, 0.0)
         try:
             build.open_audit(self.settings).end_run(self.run_id, summary.counts(), exit_status)
+        except (AuditError, OSError, sqlite3.Error) as exc:
+            _say(f"skillbuild: the audit DB could not record this run's end (exit status {exit_status}): "
+                 f"{_why(exc, self.settings.audit_db)}; the next run closes it as killed")
         finally:
             runlock.release(self.settings.lock_file)
 
@@ -120,13 +126,30 @@ def _with_lifecycle(run_all):
         plugins = progress.run_plugins(task_dispatcher.tasks, task_dispatcher.selected_tasks)
         if not plugins or _state["settings"] is None:
             return run_all(runner, task_dispatcher)  # status, backup, report...: no lock, no audit run
-        run = BuildRun(_state["settings"], _state["run_id"], plugins, sys.argv[1:]).open()
+        settings = _state["settings"]
+        try:
+            run = BuildRun(settings, _state["run_id"], plugins, sys.argv[1:]).open()
+        except (AuditError, OSError, sqlite3.Error) as exc:
+            runlock.release(settings.lock_file)
+            _say(f"skillbuild: the run could not start: {_why(exc, settings.audit_db)}; nothing was built or "
+                 f"recorded (exit status {EXIT_FAILED}). Free space there and run again")
+            return EXIT_FAILED
         _state["current"] = run
         if not getattr(runner.reporter, "shows_progress", False):
             runner.reporter = progress.Recorder(runner.reporter, run.tracker(echo=False))
+        unsaved = _guard_state_save(runner)
         status = EXIT_ERROR
         try:
             status = run_all(runner, task_dispatcher)
+            if unsaved:
+                _say(f"skillbuild: doit could not save its state ({writing.write_failure(unsaved[0], settings.state_file)}"
+                     "); the next run checks each task again and redoes nothing that is done (each SKILL.md's "
+                     "provenance and the response cache say what is)")
+                status = status or EXIT_FAILED
+            return status
+        except (OSError, sqlite3.Error) as exc:  # the reporter or doit itself could not write: one line, never 3
+            status = EXIT_FAILED
+            _say(f"skillbuild: the run stopped: {_why(exc, settings.build_root)}")
             return status
         except KeyboardInterrupt:
             status = interrupt.exit_status()  # 143 after SIGTERM, 130 after Ctrl-C: what the process exits with
@@ -141,3 +164,32 @@ def _with_lifecycle(run_all):
     wrapper.skillbuild_lifecycle = True
     return wrapper
 
+
+
+def _guard_state_save(runner) -> list[BaseException]:
+    """Let doit's end of run go on when its state cannot be saved (the cache disk full): doit's `finish` saves
+    the state first, and an error there would skip the summary and end the process with a traceback and 3.
+    Returns the list the error is put in."""
+    errors: list[BaseException] = []
+    close = runner.dep_manager.close
+
+    def close_or_note() -> None:
+        try:
+            close()
+        except (OSError, sqlite3.Error) as exc:
+            errors.append(exc)
+
+    runner.dep_manager.close = close_or_note
+    return errors
+
+
+def _why(exc: BaseException, path) -> str:
+    """One line naming what could not be written: an AuditError names its file already."""
+    return str(exc).split(". Check ")[0] if isinstance(exc, AuditError) else writing.write_failure(exc, path)
+
+
+def _say(line: str) -> None:
+    """One line on the real stderr (`-r json` has swapped sys.stderr for a buffer it prints only at the end)."""
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(line + "\n")
+    stream.flush()

@@ -22,7 +22,7 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from skillbuild.calls.response_cache import ResponseCache
+from skillbuild.calls.response_cache import CacheFull, ResponseCache
 from skillbuild.providers.base import (Failure, PluginContext, Provider, ProviderError, Reply, Request, Result,
                                        Usage)
 from skillbuild.skill.schema import best_error
@@ -219,9 +219,14 @@ class Caller:
         return Result(entry["value"], entry.get("model", self.model), Usage(cached=1))
 
     def _store(self, request: Request, value: Any, usage: Usage) -> None:
-        if self.cache is not None:
+        """Keep a paid answer; when the cache cannot take it (kept elsewhere), the call fails as `disk_full`."""
+        if self.cache is None:
+            return
+        try:
             self.cache.put(cache_key(request), {"value": value, "model": self.model, "input_tokens": usage.input_tokens,
                                                 "output_tokens": usage.output_tokens, "created": _now()})
+        except CacheFull as exc:
+            raise ProviderError(str(exc), "disk_full", usage) from None
 
     # -- one logical call
     def _complete(self, request: Request, usage: Usage) -> str:

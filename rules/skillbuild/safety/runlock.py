@@ -110,10 +110,12 @@ class RunLock:
         assert self._handle is not None
         record = {"pid": os.getpid(), "run_id": run_id, "command": command, "host": socket.gethostname(),
                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        self._handle.seek(0)
-        self._handle.truncate()
-        self._handle.write(json.dumps(record) + "\n")
-        self._handle.flush()
+        fd = self._handle.fileno()
+        try:  # unbuffered: a write the disk refused leaves nothing behind to fail again at close
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
+        except OSError:
+            pass  # a full disk: the lock is held all the same; a waiting run just cannot name its holder
 
     def release(self) -> None:
         """Give the lock up (only the process that took it; a forked worker's copy is left alone)."""
