@@ -119,7 +119,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
 ]
 # api_calls.outcome: NULL on rows from before version 4 (written after the answer, so known).
 OUTCOME_SENT, OUTCOME_ANSWERED, OUTCOME_FAILED, OUTCOME_UNKNOWN = "sent", "answered", "failed", "unknown"
-RUN_ENDED, RUN_KILLED = "ended", "killed"  # runs.status; NULL while a run is open
+# runs.status; NULL while a run is open. A killed run keeps `ended` and `exit_status` empty: neither is known.
+RUN_ENDED, RUN_KILLED = "ended", "killed"
 SCHEMA_VERSION = len(MIGRATIONS)
 
 ENHANCEMENT_FIELDS = (
@@ -379,19 +380,16 @@ class AuditDB:
         """Close the runs left open by killed processes (all but `current` and those `alive(run_id)` says still
         run) as `killed`, their in-flight attempts marked `unknown`; returns (run id, unknown attempts) each."""
         conn = self.connection()
-        open_ids = [r[0] for r in conn.execute("SELECT id FROM runs WHERE ended IS NULL AND id != ?", (current,))]
+        open_ids = [r[0] for r in conn.execute("SELECT id FROM runs WHERE ended IS NULL AND status IS NULL"
+                                               " AND id != ?", (current,))]
         closed = []
         for run_id in (r for r in open_ids if not alive(r)):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 unknown = conn.execute("UPDATE api_calls SET outcome = ? WHERE run_id = ? AND outcome = ?",
                                        (OUTCOME_UNKNOWN, run_id, OUTCOME_SENT)).rowcount
-                conn.execute(  # ended: the run's last recorded activity
-                    "UPDATE runs SET status = ?1, ended = COALESCE((SELECT MAX(t) FROM ("
-                    "SELECT MAX(timestamp) AS t FROM enhancements WHERE run_id = ?2"
-                    " UNION ALL SELECT MAX(time) FROM api_calls WHERE run_id = ?2)), started)"
-                    " WHERE id = ?2 AND ended IS NULL",
-                    (RUN_KILLED, run_id))
+                # `ended` stays empty: when a killed run stopped is not known, only that it did not finish
+                conn.execute("UPDATE runs SET status = ? WHERE id = ? AND ended IS NULL", (RUN_KILLED, run_id))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -545,8 +543,8 @@ class AuditDB:
         return {(r[0], r[1]) for r in rows}
 
     def open_runs(self) -> int:
-        """Runs started and never closed (a run killed before its end)."""
-        return self.query("SELECT COUNT(*) FROM runs WHERE ended IS NULL")[0][0]
+        """Runs started and never closed: killed before their end and not yet closed as `killed` by a later run."""
+        return self.query("SELECT COUNT(*) FROM runs WHERE ended IS NULL AND status IS NULL")[0][0]
 
     def killed_runs(self) -> list[str]:
         """Ids of runs closed as killed by a later run (they never recorded their end), newest first."""
