@@ -209,6 +209,12 @@ def test_full_cache_disk_keeps_every_paid_answer_and_a_rerun_pays_nothing_again(
     naming the full disk, the call is recorded, doit's state failure is one line, and the exit status is not 3."""
     server = fake_vertex_factory()
     env = vertex_env({**doit_env, "SKILLBUILD_CACHE_ROOT": str(small_disk / "cache")}, server.url)
+    filler = fill(small_disk)
+    first = run_doit(env, "provider=vertex")  # not even doit's state file can be made: one line, exit 1
+    assert first.returncode == 1 and "Traceback" not in first.stderr, first.stdout + first.stderr
+    assert first.stderr.startswith("skillbuild: cannot create doit's state file: disk full at ")
+    assert server.stats()["requests_total"] == 0
+    filler.unlink()
     assert run_doit(env, "list").returncode == 0  # the cache folder and doit's state file exist, as after any run
     filler = fill(small_disk)
     run = run_doit(env, "provider=vertex")

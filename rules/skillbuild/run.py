@@ -166,6 +166,27 @@ def _with_lifecycle(run_all):
 
 
 
+def prepare_state_file(path) -> None:
+    """Make sure doit can open its state file before doit tries: doit creates its table on open, and on a full
+    disk reports a "corrupted" file with a traceback and exit status 3. Ours: one line, exit status 1."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size > 0:
+            return  # made before: doit only reads it at the start
+        conn = sqlite3.connect(path)
+        try:  # doit's own table (doit.dependency.SqliteDB), so doit finds it made
+            conn.execute("create table if not exists doit (task_id text not null primary key, task_data json)")
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        _say(f"skillbuild: cannot create doit's state file: {writing.write_failure(exc, path)}; nothing was run "
+             f"(exit status {EXIT_FAILED}). Free space there and run again")
+        sys.exit(EXIT_FAILED)
+
+
 def _guard_state_save(runner) -> list[BaseException]:
     """Let doit's end of run go on when its state cannot be saved (the cache disk full): doit's `finish` saves
     the state first, and an error there would skip the summary and end the process with a traceback and 3.

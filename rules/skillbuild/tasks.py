@@ -71,7 +71,7 @@ def doit_config() -> dict:
         build.prompt_path(s, "analysis"), build.prompt_path(s, "generation")
     except (ConfigError, DiscoveryError, FileNotFoundError) as exc:
         raise InvalidDodoFile(f"skillbuild: {exc}") from None
-    s.cache_dir.mkdir(parents=True, exist_ok=True)
+    run.prepare_state_file(s.state_file)  # a full cache disk: one line and exit 1, not doit's traceback and 3
     interrupt.install()  # SIGTERM ends the run like Ctrl-C, so doit saves its state
     run.install(s, run_id(), _skill_folders)  # lock, audit run and log for any build run, whatever the reporter
     return {

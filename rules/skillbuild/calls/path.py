@@ -162,6 +162,7 @@ class Caller:
         if cached:
             return cached
         usage = Usage()
+        self._unrecorded = None
         for attempt in (1, 2):
             value, problem = _parse_analysis(self._complete(request, usage))
             if problem is None:
@@ -183,6 +184,7 @@ class Caller:
         if cached:
             return cached
         usage = Usage()
+        self._unrecorded = None
         text = self._complete(request, usage).strip() + "\n"
         self._store(request, text, usage)
         self._raise_unrecorded()
