@@ -247,3 +247,27 @@ def test_a_killed_restore_is_completed_or_rolled_back_by_the_next_run(tmp_path, 
     assert actions and not list(journal.folder.glob("*.json"))
     assert snapshot(plugin) == (wanted if expect == "backup" else before)
     assert not list(plugin.parent.glob(".skillbuild-*"))  # no staging folder left beside the plugin
+
+
+def test_prune_by_bytes_counts_hard_links_once_and_never_removes_the_newest(tmp_path):
+    """backup_keep_bytes: the oldest backups go while the plugin's backups use more than the limit."""
+    plugin = make_plugin(tmp_path)
+    (plugin / "data.bin").write_bytes(os.urandom(300_000))  # unchanged between backups: hard-linked, counted once
+    root = tmp_path / "backups"
+    runs = [f"2026110{i}T000000Z-000{i}" for i in range(1, 5)]
+    for i, run in enumerate(runs):
+        (plugin / "skills" / "demo-plugin" / "SKILL.md").write_text("x" * 100_000 + str(i))  # a new file each time
+        backup_plugin(root, run, "demo-plugin", plugin)
+    from skillbuild.safety.backup import backups_bytes
+
+    paths = [b.path for b in list_backups(root, "demo-plugin")]
+    one = backups_bytes(paths[:1])
+    assert one > 400_000 and backups_bytes(paths) < one + 3 * 110_000  # data.bin counted once across four
+    assert prune(root, "demo-plugin", keep_last=10, keep_bytes=0) == []  # 0: no byte limit
+    removed = prune(root, "demo-plugin", keep_last=10, keep_bytes=one + 110_000)
+    assert removed == [root / r / "demo-plugin" for r in runs[:2]]  # oldest first, until the rest fit
+    left = [b.path for b in list_backups(root, "demo-plugin")]
+    assert left == [root / r / "demo-plugin" for r in runs[2:]] and all(verify_backup(p) == [] for p in left)
+    assert prune(root, "demo-plugin", keep_last=10, keep_bytes=1) == [root / runs[2] / "demo-plugin"]
+    assert [b.run_id for b in list_backups(root, "demo-plugin")] == [runs[3]]  # the newest is never removed
+    assert verify_backup(root / runs[3] / "demo-plugin") == []

@@ -201,3 +201,87 @@ def test_turso_dying_mid_upload_keeps_the_local_backup_and_a_rerun_completes(doi
                             "ORDER BY id").fetchall()
     assert [(status, error_class) for status, error_class, _ in rows] == [("failure", "offsite"), ("success", None)]
     assert rows[0][2] == local  # the failure row names the local backup that was kept
+
+
+def test_full_cache_disk_keeps_every_paid_answer_and_a_rerun_pays_nothing_again(doit_env, small_disk, tmp_path,
+                                                                                fake_vertex_factory):
+    """The response cache's disk is full: each answer goes to the spill folder, the plugin fails with one line
+    naming the full disk, the call is recorded, doit's state failure is one line, and the exit status is not 3."""
+    server = fake_vertex_factory()
+    env = vertex_env({**doit_env, "SKILLBUILD_CACHE_ROOT": str(small_disk / "cache")}, server.url)
+    filler = fill(small_disk)
+    first = run_doit(env, "provider=vertex")  # not even doit's state file can be made: one line, exit 1
+    assert first.returncode == 1 and "Traceback" not in first.stderr, first.stdout + first.stderr
+    assert first.stderr.startswith("skillbuild: cannot create doit's state file: disk full at ")
+    assert server.stats()["requests_total"] == 0
+    filler.unlink()
+    assert run_doit(env, "list").returncode == 0  # the cache folder and doit's state file exist, as after any run
+    filler = fill(small_disk)
+    run = run_doit(env, "provider=vertex")
+    out = run.stdout + run.stderr
+    assert run.returncode in (1, 2), out  # 2: analyses failed, so generations never ran (README); never 3
+    assert "Traceback" not in out
+    paid = server.stats()["requests_total"]
+    assert paid == len(BUILT)  # one analysis each
+    for name in BUILT:
+        line = next(ln for ln in run.stdout.splitlines() if ln.startswith(f"FAILED {name} "))
+        assert f"disk full at {small_disk}" in line and "the answer is kept at " in line, line
+    assert "skillbuild: doit could not save its state (disk full at" in run.stderr
+    db = audit(tmp_path)
+    assert [tuple(r) for r in db.execute("SELECT exit_status FROM runs")] == [(run.returncode,)]
+    assert db.execute("SELECT COUNT(*) FROM api_calls WHERE outcome = 'answered'").fetchone()[0] == paid
+    rows = db.execute("SELECT plugin_name, attempts, input_tokens FROM enhancements WHERE error_class = 'disk_full'")
+    assert {(r[0], r[1]) for r in rows} == {(name, 1) for name in BUILT}  # the call is on the failed step's row
+    spilled = list((tmp_path / "build").glob("*/responses-spilled/??/*.json"))
+    assert len(spilled) == paid
+
+    filler.unlink()  # the maintainer frees space and runs again
+    again = run_doit(env, "provider=vertex")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "built 3" in again.stdout and all(generated(small_disk.parent / "market", n) for n in BUILT)
+    assert server.stats()["requests_total"] == paid + len(BUILT)  # the kept analyses are not paid again
+    assert not any(p.exists() for p in spilled)  # moved back into the cache once it had room
+
+
+def test_full_build_disk_fails_in_one_line_and_the_recorded_exit_status_is_the_process_one(
+        doit_env, small_disk, tmp_path, fake_vertex_factory):
+    """The build folder (audit DB, logs) fills up: no traceback, never 3, and runs.exit_status is the exit code
+    (or stderr says the audit DB could not record it)."""
+    fill(small_disk)
+    server = fake_vertex_factory()
+    env = vertex_env({**doit_env, "SKILLBUILD_BUILD_ROOT": str(small_disk / "build")}, server.url)
+    run = run_doit(env, "provider=vertex")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "Traceback" not in run.stdout + run.stderr and server.stats()["requests_total"] == 0
+    assert run.stderr.startswith("skillbuild: the run could not start: cannot open the audit DB ")
+    assert "database or disk is full" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+    started = 0
+    for leave in (160 << 10, 200 << 10, 280 << 10):  # room for the first writes only: the disk fills mid-run
+        free_up(small_disk, leave)
+        run = run_doit(env, "provider=vertex")
+        out = run.stdout + run.stderr
+        assert run.returncode not in (0, 3) and "Traceback" not in out, out
+        if "skillbuild: the run could not start:" in run.stderr:
+            continue
+        started += 1
+        recorded = _exit_statuses(small_disk)
+        assert recorded == [run.returncode] or "the audit DB could not record this run's end" in run.stderr, out
+        failed = [ln for ln in run.stdout.splitlines() if ln.startswith("FAILED ")]
+        assert all("disk full at " in ln for ln in failed), failed  # each plugin's reason names the full disk
+        fill(small_disk)
+    assert started, "no run got far enough to fill the disk mid-run"
+
+
+def free_up(disk: Path, size: int) -> None:
+    """Make `size` bytes free again on the filled disk."""
+    filler = disk / "filler.bin"
+    os.truncate(filler, max(0, filler.stat().st_size - size))
+
+
+def _exit_statuses(disk: Path) -> list:
+    try:
+        with sqlite3.connect(next(disk.glob("build/*/audit.sqlite3"))) as conn:
+            return [r[0] for r in conn.execute("SELECT exit_status FROM runs ORDER BY started DESC LIMIT 1")]
+    except (StopIteration, sqlite3.Error):
+        return []

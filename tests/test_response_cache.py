@@ -94,3 +94,46 @@ def test_sigkill_mid_write_never_leaves_a_torn_entry(tmp_path):
         assert present, "the writer should have finished some entries before the kill"
         for value in present:
             assert value is not None and value["end"] == "complete" and len(value["blob"]) == 400_000
+
+
+def test_an_answer_the_cache_cannot_take_is_spilled_and_found_again_then_moved_back(tmp_path):
+    """A real failing write (the cache folder's parent is a file): the answer goes to the spill folder, a later
+    lookup finds it there, and once the cache can take it again it moves back."""
+    from skillbuild.calls.response_cache import CacheFull
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    key = ResponseCache.key(**BASE)
+    cache = ResponseCache(blocker / "responses", spill=tmp_path / "spill")
+    with pytest.raises(CacheFull) as caught:
+        cache.put(key, {"value": "paid answer"})
+    assert f"cannot write {blocker / 'responses'}" in str(caught.value) and "a rerun uses it" in str(caught.value)
+    assert caught.value.kept == tmp_path / "spill" / key[:2] / f"{key}.json" and caught.value.kept.is_file()
+    assert ResponseCache(blocker / "responses", spill=tmp_path / "spill").get(key) == {"value": "paid answer"}
+    blocker.unlink()  # room again
+    again = ResponseCache(blocker / "responses", spill=tmp_path / "spill")
+    assert again.get(key) == {"value": "paid answer"}
+    assert again.path(key).is_file() and not caught.value.kept.exists()
+
+
+FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from pathlib import Path
+from skillbuild.calls.response_cache import CacheFull, ResponseCache
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))
+root = Path(sys.argv[1])
+key = ResponseCache.key("m", "p", "i", "c")
+try:
+    ResponseCache(root / "responses", spill=root / "spill").put(key, {"value": "paid answer"})
+except CacheFull as exc:
+    print("kept:", exc.kept)
+print("memory:", ResponseCache(root / "responses", spill=root / "spill").get(key))
+"""
+
+
+def test_when_no_file_can_take_an_answer_it_stays_in_memory_for_the_run(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMIT, str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "rules")}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["kept: None", "memory: {'value': 'paid answer'}"]

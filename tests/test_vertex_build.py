@@ -352,3 +352,29 @@ def test_sigterm_is_never_raised_inside_threading_code():
     worker.join()
     assert seen == [False], "a frame running under threading.py internals is not a safe point"
     assert interrupt.safe_to_interrupt(sys._getframe()), "plain project or test code is"
+
+
+def test_a_call_in_flight_at_a_kill_is_in_the_audit_as_unknown_outcome(vx, tmp_path):
+    """Every request the server received has its api_calls row: written before the send, not after the answer."""
+    vx.server.config.latency = (1.5, 1.5)
+    log = tmp_path / "killed.log"
+    proc = vx.popen(log=log)
+    wait_for(log, lambda text: " analyse success " in text, proc)
+    deadline = time.monotonic() + 30
+    while vx.requests() < 2 and time.monotonic() < deadline:  # the next request reached the server
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    paid = vx.requests()
+    assert paid >= 2
+    assert vx.audit("SELECT COUNT(*) FROM api_calls") == [(paid,)]
+    assert vx.audit("SELECT COUNT(*) FROM api_calls WHERE outcome = 'sent'") == [(1,)]
+    vx.server.config.latency = (0.0, 0.0)
+    restart = vx.run()
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    assert "as killed (it ended without recording its end); 1 API call(s) in flight, outcome unknown" in restart.stdout
+    assert vx.audit("SELECT COUNT(*) FROM api_calls") == [(vx.requests(),)]  # answered + unknown outcome
+    assert vx.audit("SELECT outcome, COUNT(*) FROM api_calls GROUP BY 1 ORDER BY 1") == [
+        ("answered", vx.requests() - 1), ("unknown", 1)]
+    quota = vx.run("quota")
+    assert "(1 of unknown outcome, possibly billed)" in quota.stdout, quota.stdout

@@ -8,7 +8,9 @@ skillbuild does not write are carried over from it verbatim.
 """
 from __future__ import annotations
 
+import functools
 import json
+import sqlite3
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +24,7 @@ from skillbuild.skill import inputs, neverworse, safety, skillmd, validation
 from skillbuild.skill import secrets as credentials
 from skillbuild.skill.schema import analysis_schema, schema_errors  # noqa: F401  (re-exported)
 from skillbuild.store import writing
-from skillbuild.store.audit import AuditDB
+from skillbuild.store.audit import AuditDB, AuditError
 from skillbuild.discovery import Plugin
 from skillbuild.fingerprints import canonical_hash, files_hash, stat_key, text_hash
 from skillbuild.calls import Caller, caller_for, spend
@@ -140,12 +142,28 @@ def _keep_rejected(settings, plugin: Plugin, name: str, text: str, reasons: list
     return path
 
 
+class AuditAttempts:
+    """The call path's attempt recorder for one step: each HTTP attempt is an `api_calls` row written before its
+    request leaves (outcome `sent`) and completed once answered, so a billed call is on record even when the run
+    is killed with it in flight (the next run marks it `unknown`, possibly billed)."""
+
+    def __init__(self, settings, run_id: str, plugin: str, phase: str):
+        self.settings, self.run_id, self.plugin, self.phase = settings, run_id, plugin, phase
+
+    def sent(self, record: dict) -> None:
+        record["audit_id"] = open_audit(self.settings).begin_attempt(self.run_id, self.plugin, self.phase, record)
+
+    def done(self, record: dict) -> None:
+        open_audit(self.settings).finish_attempt(record["audit_id"], record)
+
+
 class Step:
     """One provider call of one phase, timed and written to the audit DB (with its HTTP attempts)."""
 
     def __init__(self, settings, plugin: Plugin, run_id: str, phase: str, caller: Caller, prompt: str):
         self.settings, self.plugin, self.run_id, self.phase = settings, plugin, run_id, phase
         self.caller, self.prompt = caller, prompt
+        caller.recorder = AuditAttempts(settings, run_id, plugin.key, phase)
         self.redacted: int | None = None  # values redacted from this step's inputs
         self.usage = Usage()
         self.started = time.monotonic()
@@ -159,7 +177,7 @@ class Step:
             self.record("failure", error_class=exc.kind, error_message=str(exc))
             raise
         except Exception as exc:  # the throttle's QuotaExhausted and other stops: recorded, then raised
-            self.record("failure", error_class=type(exc).__name__, error_message=str(exc))
+            self.record("failure", error_class=_write_class(exc), error_message=str(exc))
             raise
         self.usage = result.usage
         return result
@@ -182,11 +200,57 @@ class Step:
                 "reason": fields.get("error_message")}
 
 
-def _stopped(plugin: Plugin, phase: str, exc: Exception) -> TaskFailed:
+def _write_class(exc: BaseException) -> str:
+    """The audit's error_class of a failed write: `disk_full` when there was no room."""
+    return "disk_full" if writing.no_room(exc) else type(exc).__name__
+
+
+def plugin_action(phase: str):
+    """A per-plugin action that never ends in a traceback for a write the disk refused: a state file (the audit
+    DB, a log, the analysis, a kept candidate) that cannot be written fails that plugin with one line naming
+    it, recorded when the audit DB can still take it; the other plugins go on."""
+    def wrap(action: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(action)
+        def run(settings, plugin: Plugin, *args: Any) -> Any:
+            try:
+                return action(settings, plugin, *args)
+            except (OSError, sqlite3.Error, AuditError) as exc:
+                why = _unwritten(settings, exc)
+                _record_quietly(settings, plugin, args[0] if args else None, phase, exc, why)
+                return TaskFailed(f"{plugin.name}: {phase} failed: {why}")
+
+        return run
+
+    return wrap
+
+
+def _unwritten(settings, exc: BaseException) -> str:
+    if isinstance(exc, AuditError):
+        return str(exc).split(". Check ")[0]
+    if isinstance(exc, sqlite3.Error):  # the audit DB (or the throttle DB beside it) in the build folder
+        return writing.write_failure(exc, settings.build_root)
+    return writing.write_failure(exc)
+
+
+def _record_quietly(settings, plugin: Plugin, run_id: Any, phase: str, exc: BaseException, why: str) -> None:
+    """The failure's audit row, when the audit DB can still take one (it may be what failed)."""
+    if not isinstance(run_id, str):
+        return
+    try:
+        open_audit(settings).record(run_id, plugin.key, plugin.rel or None, phase, "failure",
+                                    error_class=_write_class(exc), error_message=why)
+    except (OSError, sqlite3.Error, AuditError):
+        pass
+
+
+def _stopped(plugin: Plugin, phase: str, exc: Exception, settings=None) -> TaskFailed:
+    if settings is not None and isinstance(exc, (OSError, sqlite3.Error, AuditError)):
+        return TaskFailed(f"{plugin.name}: {phase} failed: {_unwritten(settings, exc)}")  # a full disk, in one line
     kind = getattr(exc, "kind", type(exc).__name__)
     return TaskFailed(f"{plugin.name}: {phase} failed ({kind}): {exc}")
 
 
+@plugin_action("analyse")
 def analyse(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     """Phase 1: analysis through the call path, schema-checked, saved as cache/<m>/analysis/<plugin>.json."""
     stop = spend.stop_reason(settings, run_id)
@@ -199,7 +263,7 @@ def analyse(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
         context, step.redacted = prepared_context(settings, plugin)
         result = step.call(lambda: caller.analyse(context, prompt))
     except Exception as exc:  # recorded by the step
-        return _stopped(plugin, "analysis", exc)
+        return _stopped(plugin, "analysis", exc, settings)
     text = json.dumps(result.value, indent=2, ensure_ascii=False, sort_keys=True, default=str) + "\n"
     errors = schema_errors(result.value)
     if errors:
@@ -207,7 +271,12 @@ def analyse(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
         step.record("failure", text, error_class="schema", error_message="; ".join(errors[:5]))
         return TaskFailed(f"{plugin.name}: analysis does not match the schema ({'; '.join(errors[:3])}); "
                           f"kept at {kept}")
-    writing.atomic_write(analysis_path(settings, plugin), text)
+    try:
+        writing.atomic_write(analysis_path(settings, plugin), text)
+    except OSError as exc:  # the answer is paid and in the response cache (or spilled): only this file is missing
+        why = writing.write_failure(exc, analysis_path(settings, plugin))
+        step.record("failure", text, error_class=_write_class(exc), error_message=why)
+        return TaskFailed(f"{plugin.name}: analysis not saved: {why}; its answer is kept, a rerun pays nothing")
     return step.record("success", text)
 
 
@@ -280,6 +349,7 @@ def _carried_note(original: str | None) -> str | None:
     return f"kept from the original: {', '.join(carried)}" if carried else None
 
 
+@plugin_action("generate")
 def build_skill(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     """Phase 2: generate, pass the gates (one repair with the reasons), back up, write atomically."""
     assert plugin.target is not None and plugin.path is not None
@@ -313,10 +383,10 @@ def _build_skill(settings, plugin: Plugin, run_id: str, caller: Caller) -> TaskF
                                        lambda: caller.generate(context, analysis, prompt, feedback=reasons),
                                        original)
     except (ValueError, OSError) as exc:
-        step.record("failure", error_class=type(exc).__name__, error_message=str(exc))
-        return _stopped(plugin, "generation", exc)
+        step.record("failure", error_class=_write_class(exc), error_message=str(exc))
+        return _stopped(plugin, "generation", exc, settings)
     except Exception as exc:  # recorded by the step
-        return _stopped(plugin, step.phase, exc)
+        return _stopped(plugin, step.phase, exc, settings)
     if reasons:
         kept = _keep_rejected(settings, plugin, "SKILL.md", text, reasons)
         step.record("failure", text, error_class="gate", error_message="; ".join(reasons))
@@ -342,10 +412,11 @@ def _write(settings, plugin: Plugin, run_id: str, text: str) -> Path:
     if replaced is not None:
         writing.atomic_write(saved_original_path(settings, plugin), replaced)
     writing.atomic_write(plugin.target, text)
-    backup.prune(settings.backups_dir, plugin.key, settings.backup_keep)
+    backup.prune(settings.backups_dir, plugin.key, settings.backup_keep, settings.backup_keep_bytes)
     return saved
 
 
+@plugin_action("keep")
 def keep(settings, plugin: Plugin, run_id: str, why: str = "") -> dict:
     """A hand-written SKILL.md kept as it is (`why`: status.keep_reason): recorded once per change, no API call."""
     assert plugin.target is not None
@@ -355,12 +426,14 @@ def keep(settings, plugin: Plugin, run_id: str, why: str = "") -> dict:
     return {"phase": "keep", "outcome": "kept", "reason": why or f"hand-written, {size} bytes"}
 
 
+@plugin_action("skip")
 def skip(settings, plugin: Plugin, run_id: str) -> dict:
     """An external source: nothing to build here, recorded once per change of the reason."""
     open_audit(settings).record(run_id, plugin.key, plugin.rel, "skip", "skipped", error_message=plugin.reason)
     return {"phase": "skip", "outcome": "skipped", "reason": plugin.reason}
 
 
+@plugin_action("analyse")
 def fail(settings, plugin: Plugin, run_id: str) -> TaskFailed:
     """Bad input found by discovery: recorded as the plugin's failure; the other plugins still build."""
     open_audit(settings).record(run_id, plugin.key, plugin.rel or None, "analyse", "failure",
@@ -372,6 +445,7 @@ def fail_plain(reason: str) -> TaskFailed:
     return TaskFailed(reason)
 
 
+@plugin_action("restore")
 def restore(settings, plugin: Plugin, run_id: str, at: str | None) -> TaskFailed | dict:
     """Put a plugin's files back from a backup, verified, and record it."""
     assert plugin.path is not None

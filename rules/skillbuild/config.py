@@ -176,6 +176,9 @@ KEYS: dict[str, Key] = {
     "turso_token_env": Key(str, "TURSO_AUTH_TOKEN", "environment variable holding the Turso auth token"),
     "backup_chunk_size": Key(_positive(int), 1 << 20, "bytes per archive chunk in Turso (at most 4 MiB)"),
     "backup_keep": Key(_positive(int), 10, "pre-change backups kept per plugin (the only one is never deleted)"),
+    "backup_keep_bytes": Key(_non_negative(int), 0,
+                             "bytes one plugin's backups may use (hard-linked files count once); the oldest go "
+                             "first, never the newest; 0: no byte limit"),
     # watching a run
     "json_lines": Key(_bool, False, "print one JSON object per event instead of plain lines"),
     "lock_wait": Key(_non_negative(float), 0.0, "seconds to wait for another build of the marketplace (0: exit 75)"),
@@ -302,6 +305,12 @@ class Settings:
     def responses_dir(self) -> Path:
         """The response cache (calls/response_cache.py)."""
         return self.cache_dir / "responses"
+
+    @property
+    def spilled_responses_dir(self) -> Path:
+        """Paid answers the response cache could not take (its disk full): kept with the state to keep, read by
+        every later lookup (calls/response_cache.py)."""
+        return self.build_dir / "responses-spilled"
 
     @property
     def state_file(self) -> Path:

@@ -197,6 +197,10 @@ def print_status(settings, market) -> None:
     scores = {s.key: s.points for s in lint.scores(settings, market)}
     print(f"marketplace: {market.name} ({settings.marketplace}); provider: {settings.provider}")
     print(status.format_table(rows, outcomes, scores), flush=True)
+    killed = build.open_audit(settings).killed_runs() if settings.audit_db.exists() else []
+    if killed:
+        print(f"runs killed before their end: {len(killed)} (last: {killed[0]}); their calls in flight are counted "
+              "as possibly billed", flush=True)
 
 
 def write_report(settings, market) -> TaskFailed | None:
@@ -250,7 +254,9 @@ def print_quota(settings) -> TaskFailed | None:
     from skillbuild import calls, planning
 
     try:
-        text = planning.format_quota(settings, calls.throttle_for(settings))
+        throttle = calls.throttle_for(settings)
+        throttle.release_unsent()  # a killed run's reservations: never sent, never waiting
+        text = planning.format_quota(settings, throttle)
     except (ValueError, RuntimeError) as exc:
         return TaskFailed(f"quota: {exc}")
     print(text, flush=True)

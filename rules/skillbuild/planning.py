@@ -265,8 +265,9 @@ def _scaled(lim: Limits) -> str:
 # ---------------------------------------------------------------- doit quota
 
 
-def audit_tokens_since(settings, since: float) -> tuple[int, int, int] | None:
-    """(calls, input tokens, output tokens) this marketplace's audit recorded since `since` (epoch)."""
+def audit_tokens_since(settings, since: float) -> tuple[int, int, int, int] | None:
+    """(calls, input tokens, output tokens, calls of unknown outcome) this marketplace's audit recorded since
+    `since` (epoch). A call of unknown outcome (in flight when its run was killed) counts as possibly billed."""
     from datetime import datetime, timezone
 
     audit = AuditDB.reader(settings.audit_db)
@@ -274,7 +275,7 @@ def audit_tokens_since(settings, since: float) -> tuple[int, int, int] | None:
         return None
     start = datetime.fromtimestamp(since, timezone.utc).isoformat(timespec="milliseconds")
     try:
-        return audit.usage_since(start)
+        return (*audit.usage_since(start), audit.unknown_calls_since(start))
     except sqlite3.Error:
         return None
     finally:
@@ -294,7 +295,8 @@ def format_quota(settings, throttle) -> str:
     ]
     mine = audit_tokens_since(settings, snap["day_start"])
     if mine is not None:
-        lines.append(f"  this marketplace: {mine[0]} call(s), input {mine[1]:,}, output {mine[2]:,} tokens")
+        unknown = f" ({mine[3]} of unknown outcome, possibly billed)" if mine[3] else ""
+        lines.append(f"  this marketplace: {mine[0]} call(s){unknown}, input {mine[1]:,}, output {mine[2]:,} tokens")
     lines.append(f"429s today: {snap['http_429_today']}")
     pace = (f"pace: rate factor {snap['rate_factor']:.2f}, effective rpm {snap['effective_rpm']:.2f} "
             f"(rpm {lim.rpm:g} / safety factor {lim.safety_factor:g}), one call every "

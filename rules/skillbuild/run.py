@@ -22,18 +22,21 @@ same event lines and summary to the run's log only (stdout stays the reporter's:
 from __future__ import annotations
 
 import functools
+import sqlite3
 import sys
 from typing import Callable
 
 from doit.runner import Runner
 
 from skillbuild import build
-from skillbuild.safety import interrupt, runlock
-from skillbuild.store.audit import redact
+from skillbuild.safety import interrupt, leftovers, runlock
+from skillbuild.store import writing
+from skillbuild.store.audit import AuditError, redact
 from skillbuild.ui import progress
 
 EXIT_ERROR = 3  # what `DoitMain.run` returns when an exception escapes the runner
-_state: dict = {"settings": None, "run_id": None, "current": None}
+EXIT_FAILED = 1  # skillbuild's own failure (a full disk): never 3, which means invalid settings or an unknown task
+_state: dict = {"settings": None, "run_id": None, "current": None, "skill_folders": list}
 
 
 class BuildRun:
@@ -51,7 +54,11 @@ class BuildRun:
             from skillbuild.providers import vertex
 
             vertex.preload()  # here, before doit forks its workers: each would import the SDK again
-        build.open_audit(s).start_run(self.argv, run_id=self.run_id, secrets=build.secrets(s))
+        audit = build.open_audit(s)
+        for line in leftovers.close_dead_runs(audit, self.run_id):  # under the lock: no other run is writing
+            progress.log_line(self.log, line)
+            print(line, flush=True)
+        audit.start_run(self.argv, run_id=self.run_id, secrets=build.secrets(s))
         return self
 
     def _take_lock(self) -> None:
@@ -61,14 +68,21 @@ class BuildRun:
         # The real stderr: `-r json` has swapped sys.stderr for a buffer it prints only at the end.
         runlock.acquire_or_exit(s.lock_file, self.run_id, command.split(), s.lock_wait,
                                 stream=sys.__stderr__ or sys.stderr)
-        swept = runlock.sweep_leftovers(s.marketplace, s.cache_dir, s.responses_dir)
+        swept = runlock.sweep_leftovers(self._temp_folders(), s.responses_dir)
         lines = s.journal().reap()  # staging folders and unfinished restores of killed runs
+        lines += leftovers.release_reservations(s)
         if swept:
             lines.append(f"removed {len(swept)} temp file(s) left by an interrupted run: "
                          + ", ".join(str(p) for p in swept[:5]) + (" ..." if len(swept) > 5 else ""))
         for line in lines:
-            progress.append_line(self.log, line)
+            progress.log_line(self.log, line)
             print(line, flush=True)
+
+    def _temp_folders(self) -> list:
+        """The folders atomic writes put temp files in: each plugin's skill folder and our state folders."""
+        s = self.settings
+        return [*_state["skill_folders"](), s.analysis_dir, s.rejected_dir, s.cache_dir, s.originals_dir,
+                s.journal_dir, s.build_dir, s.build_root]
 
     def tracker(self, echo: bool = True) -> progress.RunProgress:
         """The run's events and summary (made once): on the console too when `echo`, always in the log."""
@@ -86,14 +100,18 @@ class BuildRun:
         summary = tracker.summary or progress.summarise(tracker.events, 0.0)
         try:
             build.open_audit(self.settings).end_run(self.run_id, summary.counts(), exit_status)
+        except (AuditError, OSError, sqlite3.Error) as exc:
+            _say(f"skillbuild: the audit DB could not record this run's end (exit status {exit_status}): "
+                 f"{_why(exc, self.settings.audit_db)}; the next run closes it as killed")
         finally:
             runlock.release(self.settings.lock_file)
 
 
-def install(settings, run_id: str, refusal: Callable[[], str | None] | None = None) -> None:
+def install(settings, run_id: str, skill_folders=None, refusal: Callable[[], str | None] | None = None) -> None:
     """Give every doit run of this process a lifecycle when it may touch plugins (see the module docstring).
+    `skill_folders()`: the folders SKILL.md files are written to, where a killed run's temp files may be.
     `refusal`: asked once before a build run starts; a reason it gives stops the run before anything is sent."""
-    _state.update(settings=settings, run_id=run_id, refusal=refusal)
+    _state.update(settings=settings, run_id=run_id, skill_folders=skill_folders or list, refusal=refusal)
     if getattr(Runner.run_all, "skillbuild_lifecycle", False):
         return
     Runner.run_all = _with_lifecycle(Runner.run_all)
@@ -114,13 +132,30 @@ def _with_lifecycle(run_all):
         if refused:  # e.g. the spending cap: the run does not start, every plugin stays as it is
             print(f"skillbuild: {refused}", file=sys.stderr, flush=True)
             return 1  # a task-level failure (exit 3 is for invalid settings only)
-        run = BuildRun(_state["settings"], _state["run_id"], plugins, sys.argv[1:]).open()
+        settings = _state["settings"]
+        try:
+            run = BuildRun(settings, _state["run_id"], plugins, sys.argv[1:]).open()
+        except (AuditError, OSError, sqlite3.Error) as exc:
+            runlock.release(settings.lock_file)
+            _say(f"skillbuild: the run could not start: {_why(exc, settings.audit_db)}; nothing was built or "
+                 f"recorded (exit status {EXIT_FAILED}). Free space there and run again")
+            return EXIT_FAILED
         _state["current"] = run
         if not getattr(runner.reporter, "shows_progress", False):
             runner.reporter = progress.Recorder(runner.reporter, run.tracker(echo=False))
+        unsaved = _guard_state_save(runner)
         status = EXIT_ERROR
         try:
             status = run_all(runner, task_dispatcher)
+            if unsaved:
+                _say(f"skillbuild: doit could not save its state ({writing.write_failure(unsaved[0], settings.state_file)}"
+                     "); the next run checks each task again and redoes nothing that is done (each SKILL.md's "
+                     "provenance and the response cache say what is)")
+                status = status or EXIT_FAILED
+            return status
+        except (OSError, sqlite3.Error) as exc:  # the reporter or doit itself could not write: one line, never 3
+            status = EXIT_FAILED
+            _say(f"skillbuild: the run stopped: {_why(exc, settings.build_root)}")
             return status
         except KeyboardInterrupt:
             status = interrupt.exit_status()  # 143 after SIGTERM, 130 after Ctrl-C: what the process exits with
@@ -135,3 +170,53 @@ def _with_lifecycle(run_all):
     wrapper.skillbuild_lifecycle = True
     return wrapper
 
+
+
+def prepare_state_file(path) -> None:
+    """Make sure doit can open its state file before doit tries: doit creates its table on open, and on a full
+    disk reports a "corrupted" file with a traceback and exit status 3. Ours: one line, exit status 1."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size > 0:
+            return  # made before: doit only reads it at the start
+        conn = sqlite3.connect(path)
+        try:  # doit's own table (doit.dependency.SqliteDB), so doit finds it made
+            conn.execute("create table if not exists doit (task_id text not null primary key, task_data json)")
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        _say(f"skillbuild: cannot create doit's state file: {writing.write_failure(exc, path)}; nothing was run "
+             f"(exit status {EXIT_FAILED}). Free space there and run again")
+        sys.exit(EXIT_FAILED)
+
+
+def _guard_state_save(runner) -> list[BaseException]:
+    """Let doit's end of run go on when its state cannot be saved (the cache disk full): doit's `finish` saves
+    the state first, and an error there would skip the summary and end the process with a traceback and 3.
+    Returns the list the error is put in."""
+    errors: list[BaseException] = []
+    close = runner.dep_manager.close
+
+    def close_or_note() -> None:
+        try:
+            close()
+        except (OSError, sqlite3.Error) as exc:
+            errors.append(exc)
+
+    runner.dep_manager.close = close_or_note
+    return errors
+
+
+def _why(exc: BaseException, path) -> str:
+    """One line naming what could not be written: an AuditError names its file already."""
+    return str(exc).split(". Check ")[0] if isinstance(exc, AuditError) else writing.write_failure(exc, path)
+
+
+def _say(line: str) -> None:
+    """One line on the real stderr (`-r json` has swapped sys.stderr for a buffer it prints only at the end)."""
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(line + "\n")
+    stream.flush()

@@ -78,10 +78,10 @@ def doit_config() -> dict:
     except (ConfigError, DiscoveryError, FileNotFoundError) as exc:
         raise InvalidDodoFile(f"skillbuild: {exc}") from None
     statedir.prepare(s)
-    s.cache_dir.mkdir(parents=True, exist_ok=True)
+    run.prepare_state_file(s.state_file)  # a full cache disk: one line and exit 1, not doit's traceback and 3
     interrupt.install()  # SIGTERM ends the run like Ctrl-C, so doit saves its state
     # lock, audit run and log for any build run, whatever the reporter; the spending cap checked first
-    run.install(s, run_id(), refusal=lambda: spend.run_refusal(s, marketplace()))
+    run.install(s, run_id(), _skill_folders, refusal=lambda: spend.run_refusal(s, marketplace()))
     return {
         "backend": "sqlite3",
         "dep_file": str(s.state_file),
@@ -92,6 +92,11 @@ def doit_config() -> dict:
         "subtasks": True,  # `doit list` shows every plugin's tasks
         "reporter": progress.reporter_class(_make_progress),
     }
+
+
+def _skill_folders() -> list:
+    """Where each plugin's SKILL.md is written: the only marketplace folders a run start looks for temp files in."""
+    return [p.target.parent for p in marketplace().plugins if p.target is not None]
 
 
 def _make_progress(plugins: list[str]) -> progress.RunProgress:

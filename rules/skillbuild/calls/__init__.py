@@ -38,7 +38,8 @@ def caller_for(settings, *, paced: bool = True, cached: bool = True) -> Caller:
     provider = make_provider(settings)
     if not provider.is_remote:
         return Caller(provider)
-    return Caller(provider, cache=ResponseCache(settings.responses_dir) if cached else None,
+    cache = ResponseCache(settings.responses_dir, spill=settings.spilled_responses_dir) if cached else None
+    return Caller(provider, cache=cache,
                   throttle=throttle_for(settings) if paced else None, retry=retry_for(settings))
 
 

@@ -6,8 +6,9 @@ answer on. For a remote provider every request goes through here, whichever phas
   - the cache key is computed from the `Request` the provider builds (so `doit plan` knows a hit without
     sending anything); a valid cached answer is returned with no attempt at all;
   - each HTTP attempt first sets up the client (a setup error is no attempt), then waits for the throttle,
-    is recorded as one attempt dict in `Usage.attempts` (the audit's `api_calls` rows), and reports its
-    status, RetryInfo delay and tokens back to the throttle;
+    is recorded as one attempt dict in `Usage.attempts` (the audit's `api_calls` rows), handed to the
+    `recorder` before its request leaves and again once it is answered (so a killed run still has it on
+    record), and reports its status, RetryInfo delay and tokens back to the throttle;
   - tenacity retries 408/429/5xx, timeouts and connection errors with exponential backoff and jitter, never
     sooner than the server's RetryInfo delay, bounded in attempts and seconds; other errors end the call at
     once with the provider's message saying what to fix;
@@ -21,7 +22,7 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from skillbuild.calls.response_cache import ResponseCache
+from skillbuild.calls.response_cache import CacheFull, ResponseCache
 from skillbuild.providers.base import (Failure, PluginContext, Provider, ProviderError, Reply, Request, Result,
                                        Usage)
 from skillbuild.skill.schema import best_error
@@ -58,6 +59,25 @@ class NoThrottle:
         return None
 
     def plugin_done(self) -> None:
+        return None
+
+
+class AttemptRecorder(Protocol):
+    """Where each HTTP attempt is written before its request leaves and completed after (the audit DB's
+    `api_calls`: skillbuild/build.py gives one per step), so a run killed mid-call still has it on record."""
+
+    def sent(self, record: dict[str, Any]) -> None: ...
+
+    def done(self, record: dict[str, Any]) -> None: ...
+
+
+class NoRecorder:
+    """Attempts kept in `Usage.attempts` only (a plan, a preflight, a test)."""
+
+    def sent(self, record: dict[str, Any]) -> None:
+        return None
+
+    def done(self, record: dict[str, Any]) -> None:
         return None
 
 
@@ -105,11 +125,13 @@ class Caller:
     """Every analysis, generation and repair call of one provider, through one path."""
 
     def __init__(self, provider: Provider, *, cache: ResponseCache | None = None, throttle: Pacer | None = None,
-                 retry: Retry | None = None):
+                 retry: Retry | None = None, recorder: AttemptRecorder | None = None):
         self.provider = provider
         self.cache = cache if provider.has_cache_key else None
         self.throttle = throttle or NoThrottle()
         self.retry = retry or Retry()
+        self.recorder: AttemptRecorder = recorder or NoRecorder()
+        self._unrecorded: Exception | None = None  # completing an answered attempt's record failed
 
     def __repr__(self) -> str:
         return f"Caller({self.provider!r})"
@@ -140,10 +162,12 @@ class Caller:
         if cached:
             return cached
         usage = Usage()
+        self._unrecorded = None
         for attempt in (1, 2):
             value, problem = _parse_analysis(self._complete(request, usage))
             if problem is None:
                 self._store(request, value, usage)
+                self._raise_unrecorded()
                 return Result(value, self.model, usage)
             if attempt == 1:
                 _mark_retried(usage, f"invalid JSON: {problem}")
@@ -160,8 +184,10 @@ class Caller:
         if cached:
             return cached
         usage = Usage()
+        self._unrecorded = None
         text = self._complete(request, usage).strip() + "\n"
         self._store(request, text, usage)
+        self._raise_unrecorded()
         return Result(text, self.model, usage)
 
     # -- what `doit plan` reads: the exact requests and whether their answers are cached
@@ -199,9 +225,14 @@ class Caller:
         return Result(entry["value"], entry.get("model", self.model), Usage(cached=1))
 
     def _store(self, request: Request, value: Any, usage: Usage) -> None:
-        if self.cache is not None:
+        """Keep a paid answer; when the cache cannot take it (kept elsewhere), the call fails as `disk_full`."""
+        if self.cache is None:
+            return
+        try:
             self.cache.put(cache_key(request), {"value": value, "model": self.model, "input_tokens": usage.input_tokens,
                                                 "output_tokens": usage.output_tokens, "created": _now()})
+        except CacheFull as exc:
+            raise ProviderError(str(exc), "disk_full", usage) from None
 
     # -- one logical call
     def _complete(self, request: Request, usage: Usage) -> str:
@@ -242,6 +273,7 @@ class Caller:
         begun = time.monotonic()
         record = {"time": _now(), "status": None, "latency_s": 0.0, "input_tokens": 0, "output_tokens": 0,
                   "retried": False, "error": None}
+        self.recorder.sent(record)  # on record before the request leaves: a kill now leaves it "sent"
         usage.attempts.append(record)
         usage.calls += 1
         try:
@@ -250,13 +282,28 @@ class Caller:
             failure = self.provider.failure(exc)
             record.update(latency_s=round(time.monotonic() - begun, 3), status=failure.status, error=failure.error)
             self.throttle.record(failure.status, failure.retry_after, 0)
+            self._done(record)
             raise AttemptFailed(failure) from None
         record.update(latency_s=round(time.monotonic() - begun, 3), status=200, input_tokens=reply.input_tokens,
                       output_tokens=reply.output_tokens)
+        self._done(record)
         usage.input_tokens += reply.input_tokens
         usage.output_tokens += reply.output_tokens
         self.throttle.record(200, None, reply.input_tokens + reply.output_tokens)
         return reply
+
+
+    def _done(self, record: dict[str, Any]) -> None:
+        """Complete the attempt's record; a failure to (a full audit disk) is raised once the answer is kept."""
+        try:
+            self.recorder.done(record)
+        except Exception as exc:
+            self._unrecorded = self._unrecorded or exc
+
+    def _raise_unrecorded(self) -> None:
+        error, self._unrecorded = self._unrecorded, None
+        if error is not None:
+            raise error
 
 
 def _usable(reply: Reply, usage: Usage) -> Reply:

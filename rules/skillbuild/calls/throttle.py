@@ -383,6 +383,17 @@ class Throttle:
         with _Tx(self.path) as conn:
             conn.execute("DELETE FROM calls WHERE id=? AND NOT sent", (call_id,))
 
+    def release_unsent(self) -> int:
+        """Delete reservations never sent whose process is gone (a killed run's): they would count against the
+        day's budget, and `doit quota` would show them waiting, for the rest of the day. Returns how many.
+        A sent call stays whatever became of its process: it may have been billed."""
+        from skillbuild.safety.journal import process_alive
+
+        with _Tx(self.path) as conn:
+            pids = [r[0] for r in conn.execute("SELECT DISTINCT pid FROM calls WHERE NOT sent")]
+            dead = [pid for pid in pids if not process_alive(pid)]
+            return sum(conn.execute("DELETE FROM calls WHERE NOT sent AND pid = ?", (pid,)).rowcount for pid in dead)
+
     def mark_sent(self) -> None:
         """The request of this thread's call is leaving now: stamp that time on it.
 

@@ -265,17 +265,23 @@ def list_backups(backups_root: str | os.PathLike, plugin: str) -> list[BackupInf
     return out
 
 
-def prune(backups_root: str | os.PathLike, plugin: str, keep_last: int) -> list[Path]:
-    """Delete all but the newest `keep_last` backups of `plugin` of each reason; returns what was deleted.
+def prune(backups_root: str | os.PathLike, plugin: str, keep_last: int, keep_bytes: int = 0) -> list[Path]:
+    """Delete all but the newest `keep_last` backups of `plugin` of each reason, then, when `keep_bytes` > 0,
+    the oldest ones while the plugin's backups use more than `keep_bytes`; returns what was deleted.
 
     Each reason counts apart, so a series of restores (each saving the state it replaces) never pushes out
     the backups taken before a change. keep_last must be at least 1: a plugin's only backup is never deleted.
+    The byte limit counts a file hard-linked into several backups once (it costs its size once on disk), and
+    never deletes the newest backup nor the newest one taken before a change (what `doit restore` puts back).
     """
     if not isinstance(keep_last, int) or keep_last < 1:
         raise ValueError(f"backup retention keep_last={keep_last!r}: must be an integer ≥ 1 (the newest backup of a "
                          f"plugin is always kept)")
     backups = list_backups(backups_root, plugin)
     doomed = [b for b in backups if b not in [x for x in backups if x.reason == b.reason][-keep_last:]]
+    left = [b for b in backups if b not in doomed]
+    if keep_bytes > 0:
+        doomed += _over_bytes(left, keep_bytes)
     for info in doomed:
         shutil.rmtree(info.path)
         try:
@@ -283,6 +289,36 @@ def prune(backups_root: str | os.PathLike, plugin: str, keep_last: int) -> list[
         except OSError:
             pass
     return [info.path for info in doomed]
+
+
+def _over_bytes(backups: list[BackupInfo], keep_bytes: int) -> list[BackupInfo]:
+    """The oldest of `backups` (oldest first) to delete so the rest use at most `keep_bytes`, sparing the newest
+    backup and the newest one taken before a change."""
+    spared = {backups[-1].path} if backups else set()
+    spared |= {b.path for b in [b for b in backups if b.reason == REASON_CHANGE][-1:]}
+    left, doomed = list(backups), []
+    for info in backups:
+        if backups_bytes(b.path for b in left) <= keep_bytes:
+            break
+        if info.path in spared:
+            continue
+        left.remove(info)
+        doomed.append(info)
+    return doomed
+
+
+def backups_bytes(paths) -> int:
+    """Bytes the files under `paths` use, each inode counted once (hard links between backups cost nothing)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for root in paths:
+        for dirpath, _dirs, names in os.walk(root):
+            for name in names:
+                st = os.lstat(os.path.join(dirpath, name))
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_size
+    return total
 
 
 def _choose(backups_root: Path, plugin: str, at_run: str | None) -> BackupInfo:

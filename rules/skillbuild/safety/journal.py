@@ -34,7 +34,8 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
-def _alive(pid: int, started: str | None) -> bool:
+def process_alive(pid: int, started: str | None = None) -> bool:
+    """Whether process `pid` still runs (and, given its start time, is the same process, not a reused pid)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -96,7 +97,7 @@ class Journal:
             except (OSError, ValueError):
                 entry.unlink(missing_ok=True)  # an entry cut short by a kill: its path was never created
                 continue
-            if _alive(int(record.get("pid", 0)), record.get("started")):
+            if process_alive(int(record.get("pid", 0)), record.get("started")):
                 continue
             done += _recover(record)
             entry.unlink(missing_ok=True)

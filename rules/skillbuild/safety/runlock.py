@@ -110,10 +110,12 @@ class RunLock:
         assert self._handle is not None
         record = {"pid": os.getpid(), "run_id": run_id, "command": command, "host": socket.gethostname(),
                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        self._handle.seek(0)
-        self._handle.truncate()
-        self._handle.write(json.dumps(record) + "\n")
-        self._handle.flush()
+        fd = self._handle.fileno()
+        try:  # unbuffered: a write the disk refused leaves nothing behind to fail again at close
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
+        except OSError:
+            pass  # a full disk: the lock is held all the same; a waiting run just cannot name its holder
 
     def release(self) -> None:
         """Give the lock up (only the process that took it; a forked worker's copy is left alone)."""
@@ -163,15 +165,17 @@ def release(path: Path) -> None:
         lock.release()
 
 
-def sweep_leftovers(marketplace: Path, cache_dir: Path, responses_dir: Path) -> list[Path]:
+def sweep_leftovers(folders, responses_dir: Path) -> list[Path]:
     """Remove temp files that a killed run left (only safe while holding the lock); returns them.
 
-    Atomic writes go through `.skillbuild-*.tmp` files (marketplace, analysis, rejected) and the
-    response cache through `responses/<xx>/.<key>.*.tmp`; none of them is ever a finished file.
-    A restore's temp names carry its pid: a live restore's files are left alone.
+    Atomic writes go through `.skillbuild-*.tmp` files beside their target, in the folders given (each plugin's
+    skill folder, analysis, rejected, originals, journal, the build folders) and the response cache through
+    `responses/<xx>/.<key>.*.tmp`; none of them is ever a finished file. Only those folders are listed, never
+    the marketplace tree (a large one costs seconds to walk). A restore's temp names carry its pid: a live
+    restore's files are left alone.
     """
-    found = writing.leftover_temps(marketplace) + writing.leftover_temps(cache_dir)
-    found += sorted(responses_dir.glob("??/.*.tmp"))
+    found = writing.temps_in(folders)
+    found += sorted(Path(responses_dir).glob("??/.*.tmp"))
     removed = []
     for path in found:
         if _live_restore_temp(path):

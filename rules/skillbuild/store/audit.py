@@ -26,7 +26,7 @@ import os
 import secrets as _random
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -132,7 +132,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE api_calls ADD COLUMN cost_usd REAL",
         ],
     ),
+    (
+        "5: each API attempt written before it is sent (outcome sent -> answered | failed, or unknown when the "
+        "run died with it in flight); how a run ended (ended, or killed: closed by a later run)",
+        [
+            "ALTER TABLE api_calls ADD COLUMN outcome TEXT",
+            "ALTER TABLE runs ADD COLUMN status TEXT",
+        ],
+    ),
 ]
+# api_calls.outcome: NULL on rows from before version 4 (written after the answer, so known).
+OUTCOME_SENT, OUTCOME_ANSWERED, OUTCOME_FAILED, OUTCOME_UNKNOWN = "sent", "answered", "failed", "unknown"
+# runs.status; NULL while a run is open. A killed run keeps `ended` and `exit_status` empty: neither is known.
+RUN_ENDED, RUN_KILLED = "ended", "killed"
 SCHEMA_VERSION = len(MIGRATIONS)
 
 ENHANCEMENT_FIELDS = (
@@ -305,11 +317,11 @@ class AuditDB:
     def end_run(self, run_id: str, counts: dict[str, int], exit_status: int) -> None:
         """Close a run with its counts (built/kept/skipped/failed, extra keys kept in `counts`)."""
         cur = self.connection().execute(
-            "UPDATE runs SET ended = ?, built = ?, kept = ?, skipped = ?, failed = ?, counts = ?, exit_status = ?"
-            " WHERE id = ?",
+            "UPDATE runs SET ended = ?, built = ?, kept = ?, skipped = ?, failed = ?, counts = ?, exit_status = ?,"
+            " status = ? WHERE id = ?",
             (
                 utc_now(), counts.get("built", 0), counts.get("kept", 0), counts.get("skipped", 0),
-                counts.get("failed", 0), json.dumps(counts, sort_keys=True), exit_status, run_id,
+                counts.get("failed", 0), json.dumps(counts, sort_keys=True), exit_status, RUN_ENDED, run_id,
             ),
         )
         if cur.rowcount == 0:
@@ -346,12 +358,16 @@ class AuditDB:
 
         Attempt keys read (as skillbuild/calls/path.py writes them): time (ISO or epoch), status (HTTP
         status; None when no response), latency_s, input_tokens, output_tokens, retried (default: every
-        attempt but the last), error (text).
+        attempt but the last), error (text), audit_id (the row `begin_attempt` wrote before the send: updated,
+        not inserted again).
         """
+        written = [(a, i == len(attempts) - 1) for i, a in enumerate(attempts) if a.get("audit_id")]
         rows = [self._attempt_row(run_id, plugin, phase, a, i == len(attempts) - 1, secrets)
-                for i, a in enumerate(attempts)]
+                for i, a in enumerate(attempts) if not a.get("audit_id")]
+        for attempt, is_last in written:  # written before their send: only their final details change
+            self.finish_attempt(attempt["audit_id"], attempt, is_last, secrets)
         if not rows:
-            return 0
+            return len(written)
         conn = self.connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -364,7 +380,46 @@ class AuditDB:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return len(rows)
+        return len(rows) + len(written)
+
+    def begin_attempt(self, run_id: str, plugin: str, phase: str, attempt: dict[str, Any]) -> int:
+        """Write one HTTP attempt before it is sent (outcome `sent`); returns its row id. A run killed with the
+        request in flight leaves it `sent`, and the next run marks it `unknown` (possibly billed)."""
+        cur = self.connection().execute(
+            "INSERT INTO api_calls (run_id, plugin_name, phase, time, retried, outcome) VALUES (?, ?, ?, ?, 0, ?)",
+            (run_id, plugin, phase, _as_time(attempt.get("time")), OUTCOME_SENT))
+        return cur.lastrowid
+
+    def finish_attempt(self, row_id: int, attempt: dict[str, Any], is_last: bool = True,
+                       secrets: Sequence[str] = ()) -> None:
+        """Complete an attempt written by `begin_attempt` with its status, latency, tokens and error."""
+        row = self._attempt_row("", "", "", attempt, is_last, secrets)[4:]
+        answered = attempt.get("status") == 200
+        self.connection().execute(
+            "UPDATE api_calls SET status = ?, latency_seconds = ?, input_tokens = ?, output_tokens = ?, retried = ?,"
+            " error = ?, mode = ?, cost_usd = ?, outcome = ? WHERE id = ?",
+            (*row, OUTCOME_ANSWERED if answered else OUTCOME_FAILED, row_id))
+
+    def close_dead_runs(self, current: str, alive: Callable[[str], bool]) -> list[tuple[str, int]]:
+        """Close the runs left open by killed processes (all but `current` and those `alive(run_id)` says still
+        run) as `killed`, their in-flight attempts marked `unknown`; returns (run id, unknown attempts) each."""
+        conn = self.connection()
+        open_ids = [r[0] for r in conn.execute("SELECT id FROM runs WHERE ended IS NULL AND status IS NULL"
+                                               " AND id != ?", (current,))]
+        closed = []
+        for run_id in (r for r in open_ids if not alive(r)):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                unknown = conn.execute("UPDATE api_calls SET outcome = ? WHERE run_id = ? AND outcome = ?",
+                                       (OUTCOME_UNKNOWN, run_id, OUTCOME_SENT)).rowcount
+                # `ended` stays empty: when a killed run stopped is not known, only that it did not finish
+                conn.execute("UPDATE runs SET status = ? WHERE id = ? AND ended IS NULL", (RUN_KILLED, run_id))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            closed.append((run_id, unknown))
+        return closed
 
     def _attempt_row(self, run_id, plugin, phase, attempt, is_last, secrets) -> tuple:
         status = attempt.get("status", attempt.get("http_status"))
@@ -546,8 +601,18 @@ class AuditDB:
         return {(r[0], r[1]) for r in rows}
 
     def open_runs(self) -> int:
-        """Runs started and never closed (a run killed before its end)."""
-        return self.query("SELECT COUNT(*) FROM runs WHERE ended IS NULL")[0][0]
+        """Runs started and never closed: killed before their end and not yet closed as `killed` by a later run."""
+        return self.query("SELECT COUNT(*) FROM runs WHERE ended IS NULL AND status IS NULL")[0][0]
+
+    def killed_runs(self) -> list[str]:
+        """Ids of runs closed as killed by a later run (they never recorded their end), newest first."""
+        return [r[0] for r in self.query("SELECT id FROM runs WHERE status = ? ORDER BY started DESC, id DESC",
+                                         (RUN_KILLED,))]
+
+    def unknown_calls_since(self, since: str) -> int:
+        """API attempts at or after `since` whose run died with them in flight: possibly billed."""
+        return self.query("SELECT COUNT(*) FROM api_calls WHERE time >= ? AND outcome IN (?, ?)",
+                          (since, OUTCOME_SENT, OUTCOME_UNKNOWN))[0][0]
 
     def attempts_per_plugin(self) -> dict[str, int]:
         """HTTP attempts recorded per plugin, every run."""
@@ -577,6 +642,7 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+            conn.execute("ROLLBACK")
         raise
     return found

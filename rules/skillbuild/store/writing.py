@@ -7,8 +7,10 @@ recognisable (and `leftover_temps` finds the default ones).
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -68,4 +70,32 @@ def fsync_dir(folder: Path) -> None:
 
 
 def leftover_temps(root: Path) -> list[Path]:
+    """Every default temp file under `root`, at any depth (a check after the fact; a run start uses `temps_in`)."""
     return sorted(root.rglob(f"{TEMP_PREFIX}*.tmp"))
+
+
+def temps_in(folders) -> list[Path]:
+    """Default temp files directly in each of `folders`: the ones atomic writes go to, never a whole tree."""
+    found: set[Path] = set()
+    for folder in folders:
+        found.update(Path(folder).glob(f"{TEMP_PREFIX}*.tmp"))
+    return sorted(found)
+
+
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT)  # the filesystem (or the user's quota) is full
+
+
+def no_room(exc: BaseException) -> bool:
+    """A write failed because its disk is full: ENOSPC or EDQUOT, or SQLite's SQLITE_FULL."""
+    if isinstance(exc, OSError):
+        return exc.errno in NO_ROOM
+    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+def write_failure(exc: BaseException, path: str | os.PathLike | None = None) -> str:
+    """One line for a failed write: "disk full at PATH" when there was no room, else what failed and why."""
+    where = path if path is not None else getattr(exc, "filename", None)
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if no_room(exc):
+        return f"disk full at {where}" + (f" ({reason})" if reason else "") if where else f"disk full ({reason})"
+    return f"cannot write {where}: {reason}" if where else f"write failed: {reason}"

@@ -92,6 +92,25 @@ def append_line(path: Path, line: str) -> None:
         os.close(fd)
 
 
+_UNWRITABLE_LOGS: set[Path] = set()
+
+
+def log_line(path: Path, line: str) -> None:
+    """`append_line` for a run's own log: a log that cannot be written (its disk full) is said once on stderr and
+    the run goes on, its console output being the record, instead of ending it with a traceback."""
+    try:
+        append_line(path, line)
+    except OSError as exc:
+        if path not in _UNWRITABLE_LOGS:
+            _UNWRITABLE_LOGS.add(path)
+            from skillbuild.store.writing import write_failure
+
+            stream = sys.__stderr__ or sys.stderr
+            stream.write(f"skillbuild: cannot write the run log ({write_failure(exc, path)}); the console output "
+                         "is this run's record\n")
+            stream.flush()
+
+
 def render(event: Event, json_lines: bool, position: str = "") -> str:
     return format_json(event) if json_lines else format_plain(event, position)
 
@@ -261,7 +280,7 @@ class RunProgress:
             self._refresh()
             return None
         line = render(event, self.json_lines, f"{len(self.settled)}/{self.total}")
-        append_line(self.log, line)
+        log_line(self.log, line)
         self._show(line)
         self._refresh()
         return line
@@ -306,7 +325,7 @@ class RunProgress:
         else:
             text = summary.text()
         for line in text.splitlines():
-            append_line(self.log, line)
+            log_line(self.log, line)
         if self.echo:
             self.stream.write(text + "\n")
             self.stream.flush()
@@ -399,7 +418,7 @@ class Watcher:
         summary = self.progress.finish()
         traces = [redact(trace, self.progress.secrets).rstrip() for trace in self.tracebacks]
         for text in traces:
-            append_line(self.progress.log, text)
+            log_line(self.progress.log, text)
         return summary, traces
 
 

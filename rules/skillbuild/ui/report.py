@@ -241,7 +241,8 @@ def _section_runs(d: dict) -> str:
     rows = []
     for run, counts in per_run:
         info = ended.get(run, {})
-        exit_text = "interrupted" if info and info.get("ended") is None else _e(info.get("exit_status", "-"))
+        exit_text = ("killed" if info.get("status") == "killed"
+                     else "interrupted" if info and info.get("ended") is None else _e(info.get("exit_status", "-")))
         attrs = " ".join(f'data-{st}="{counts.get(st, 0)}"' for st in STATUSES)
         cells = "".join(f'<td class="n">{counts.get(st, 0)}</td>' for st in STATUSES)
         rows.append(f'<tr data-run="{_e(run)}" {attrs}><td>{_e(run)}</td>{cells}<td>{exit_text}</td></tr>')
