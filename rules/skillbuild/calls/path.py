@@ -158,11 +158,16 @@ class Caller:
         request = self.generation_request(plugin, analysis, prompt, feedback)
         cached = self._cached(request, _valid_generation)
         if cached:
-            return cached
+            return self._files(cached)
         usage = Usage()
         text = self._complete(request, usage).strip() + "\n"
-        self._store(request, text, usage)
-        return Result(text, self.model, usage)
+        self._store(request, text, usage)  # the answer as sent, so a parser change needs no new call
+        return self._files(Result(text, self.model, usage))
+
+    def _files(self, result: Result) -> Result:
+        """The answer split by the provider into the SKILL.md and its reference files."""
+        skill, files = self.provider.parse_generation(result.value)
+        return Result(skill, result.model, result.usage, files)
 
     # -- what `doit plan` reads: the exact requests and whether their answers are cached
     def analysis_request(self, plugin: PluginContext, prompt: str) -> Request:

@@ -57,7 +57,7 @@ def staleness(settings, plugin: Plugin, expected: dict[str, str]) -> str:
         return "no SKILL.md yet"
     text = target.read_text(encoding="utf-8", errors="replace")
     mark = skillmd.provenance(text)
-    if mark is None or skillmd.is_hand_written(text):
+    if mark is None or skillmd.is_hand_written(text, target.parent):
         return (f"hand-written SKILL.md under {settings.keep_min_bytes} bytes: an input to its replacement, "
                 "which must pass the never-worse gate")
     changed = [k for k, v in expected.items() if mark.get(k) != v]
