@@ -117,8 +117,8 @@ KEYS: dict[str, Key] = {
     "min_bytes": Key(_positive(int), 1500, "smallest SKILL.md an AI provider may write (catches truncated or "
                      "empty output; raised by per_item_min_bytes per command and agent, never padding)"),
     "max_bytes": Key(_positive(int), 14000, "largest SKILL.md any provider may write"),
-    "offline_min_bytes": Key(_positive(int), 500, "smallest SKILL.md the offline provider may write"),
-    "per_item_min_bytes": Key(_non_negative(int), 40, "bytes the minimum grows by per command and agent the "
+    "offline_min_bytes": Key(_positive(int), 300, "smallest SKILL.md the offline provider may write (it never pads)"),
+    "per_item_min_bytes": Key(_non_negative(int), 20, "bytes the minimum grows by per command and agent the "
                               "plugin defines (each is listed at a glance), up to half of max_bytes"),
     "max_body_lines": Key(_positive(int), 500, "longest SKILL.md body, in lines"),
     "max_body_tokens": Key(_positive(int), 5000, "largest SKILL.md body in estimated tokens (bytes / 4)"),

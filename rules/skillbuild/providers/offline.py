@@ -207,6 +207,7 @@ def triggers_for(plugin: PluginContext, commands: list, agents: list, readme: st
         if item["description"]:
             out.append(_request(item["description"]))
     out += [_request(line) for line in use_lines(readme)]
+    out += [_request(line) for skill in other_skills(plugin) for line in skill["uses"]]
     words = _keywords(plugin)
     if words:
         out.append("Requests about " + _series(words[:8]))
@@ -237,10 +238,40 @@ def other_skills(plugin: PluginContext) -> list[dict[str, str]]:
         if parts[1] == plugin.skill_name:
             continue
         meta = skillmd.read_frontmatter_fields(f.text)
-        out.append({"name": meta.get("name") or parts[1],
+        out.append({"name": heading_text(meta.get("name") or "") or parts[1],
                     "link": posixpath.relpath(f.rel, f"skills/{plugin.skill_name}"),
-                    "description": shorten(clean_inline(useful(meta.get("description", ""))), 200)})
+                    "description": shorten(clean_inline(useful(_field(f.text, "description"))), 200),
+                    "uses": _list_items(f.text, USES_IN_SKILL)})
     return out
+
+
+USES_IN_SKILL = re.compile(r"\b(when to use|use cases?|triggers?|activat\w*)\b", re.I)
+
+
+def _field(text: str, key: str) -> str:
+    """A frontmatter value read loosely, a YAML block scalar (`key: |` then indented lines) included."""
+    value = skillmd.read_frontmatter_fields(text).get(key, "")
+    if value not in ("|", ">", "|-", ">-", "|+", ">+"):
+        return value
+    block = re.search(rf"(?m)^{re.escape(key)}:\s*[|>][-+]?\s*\n((?:[ \t]+.*\n?|\s*\n)+)", text)
+    return clean_inline(block.group(1)) if block else ""
+
+
+def _list_items(text: str, headings: re.Pattern, limit: int = 4) -> list[str]:
+    """List items of the Markdown sections whose heading matches `headings`, as plain sentences."""
+    found, inside, in_fence = [], False, False
+    for line in _strip_frontmatter(text).splitlines():
+        if FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        match = None if in_fence else HEADING.match(line)
+        if match:
+            inside = bool(headings.search(heading_text(match.group(2))))
+            continue
+        item = LIST_ITEM.match(line) if inside and not in_fence else None
+        if item and len(_plain(item.group(1))) >= 8 and not TEMPLATE.search(item.group(1)):
+            found.append(shorten(_plain(item.group(1)), 160))
+    return found[:limit]
 
 
 class OfflineProvider(Provider):
@@ -278,6 +309,7 @@ class OfflineProvider(Provider):
         """What the plugin does, when to use it in its own terms, and every command and agent that fits."""
         text = shorten(summary, 400).rstrip(". …") + "."
         wants = [_request(c["description"]) for c in commands if c["description"]][:3]
+        wants = wants or [_request(u) for skill in other_skills(plugin) for u in skill["uses"]][:3]
         if wants:
             text += " Use when the user wants to " + "; or ".join(_lower_first(w).rstrip(".…") for w in wants) + "."
         elif use_lines(_readme(plugin), 1):
@@ -504,7 +536,8 @@ def _document(title: str, blocks: list[str]) -> str:
     for block in blocks:
         if len((text + "\n" + block).encode()) <= REFERENCE_BUDGET:
             text, kept = text + "\n" + block, kept + 1
-    return markdown.drop_empty_sections(text) if kept else ""
+    text = markdown.drop_empty_sections(text)
+    return text if kept and len(markdown.headings(text)) > 1 else ""  # a title alone is no reference
 
 
 def _fit(parts: list[str]) -> str:
