@@ -399,7 +399,7 @@ class _Writer:
             ("Agents", analysis["agents"], lambda a: f"`{a['name']}` agent" + _colon(a["description"])),
         ):
             block = self._list(title, items, fmt)
-            if len(block.encode()) > BODY_BUDGET // 3:
+            if _too_long(block):
                 names = ", ".join(f"`/{i['name']}`" if title == "Commands" else f"`{i['name']}`" for i in items)
                 block = f"## {title}\n\n{names}\n\nEach one's description and full text: see the reference file below.\n"
             out.append(block)
@@ -427,20 +427,26 @@ class _Writer:
     # -- the reference files
     def _references(self, analysis: dict, sections: list) -> dict[str, str]:
         files = {
-            "references/commands.md": self._documents("Commands", "commands/", analysis["commands"], "/"),
-            "references/agents.md": self._documents("Agents", "agents/", analysis["agents"], ""),
+            "references/commands.md": self._documents("Commands", "commands/", analysis["commands"], "/", lambda c:
+                                                      f"`/{c['name']}`" + _colon(c["description"])),
+            "references/agents.md": self._documents("Agents", "agents/", analysis["agents"], "", lambda a:
+                                                    f"`{a['name']}` agent" + _colon(a["description"])),
             "references/usage.md": self._readme_part("Usage", sections, "usage", WORKFLOW_LINES),
             "references/setup.md": self._readme_part("Setup and troubleshooting", sections, "setup", 0),
             "references/readme.md": self._readme_part("More from the README", sections, "other", 0),
         }
         return {rel: text for rel, text in files.items() if text}
 
-    def _documents(self, title: str, prefix: str, items: list, mark: str) -> str:
-        """One section per command or agent: its description, then its file's text cleaned."""
+    def _documents(self, title: str, prefix: str, items: list, mark: str, glance: Callable) -> str:
+        """One section per command or agent: its description, then its file's text cleaned. One with no text
+        beyond its description is left out while the body lists the descriptions (it would repeat them)."""
         texts = {f.rel[len(prefix):-3].split("/")[-1]: f.text for f in _files(self.plugin, prefix)}
+        bare = _too_long(self._list(title, items, glance))  # the body lists names only: descriptions go here
         blocks = []
         for item in items:
             text = self._clean(_strip_frontmatter(texts.get(item["name"], "")).splitlines(), shift=2)
+            if not text.strip() and not bare:
+                continue
             head = f"## {mark}{item['name']}\n\n"
             if item["description"] and not self._unsafe(item["description"], False):
                 head += clean_inline(item["description"]) + "\n\n"
@@ -508,6 +514,11 @@ WHEN = {
     "references/setup.md": "read when installing, configuring or troubleshooting the plugin",
     "references/readme.md": "read for background the other sections do not cover",
 }
+
+
+def _too_long(block: str) -> bool:
+    """A list too long for the body, which then names the items only."""
+    return len(block.encode()) > BODY_BUDGET // 3
 
 
 def _colon(description: str) -> str:
