@@ -188,7 +188,8 @@ class Caller:
         """The cached answer `generate` would return without a call, or None (always, without a cache)."""
         if self.cache is None:
             return None
-        return self._cached(self.generation_request(plugin, analysis, prompt, feedback), _valid_generation)
+        cached = self._cached(self.generation_request(plugin, analysis, prompt, feedback), _valid_generation)
+        return self._files(cached) if cached else None
 
     # -- the cache
     def _cached(self, request: Request, valid: Callable[[Any], bool]) -> Result | None:
