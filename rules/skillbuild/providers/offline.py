@@ -16,7 +16,7 @@ from typing import Any, Callable
 from skillbuild.skill import markdown, safety, skillmd, validation
 from skillbuild.providers.base import InputFile, PluginContext, Provider, ProviderError, Result
 
-MODEL = "extractive-v2"
+MODEL = "extractive-v1"  # the provenance model id; the settings hash marks older output stale
 BODY_BUDGET = 12_000  # bytes of body, leaving room for frontmatter and provenance under 14,000
 LINE_BUDGET = 400
 REFERENCE_BUDGET = 36_000  # bytes of one reference file, under the gate's max_reference_bytes default
@@ -32,6 +32,7 @@ USES = re.compile(r"\b(use cases?|features?|when to use|capabilities|what it doe
 SKIP = re.compile(r"\b(licen[cs]e|contribut\w*|changelog|credits?|acknowledg\w*|author|support|table of contents|"
                   r"contents|roadmap|star history|sponsors?|related|links|version|resources)\b", re.I)
 LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.*)$")
+DEFINITION = re.compile(markdown.LINK_DEFINITION.pattern, re.MULTILINE)
 EMOJI = re.compile(r"[^\w\s&/()'.,:+#@`-]")
 
 
@@ -413,7 +414,7 @@ class _Writer:
         if not usage:
             return ""
         heading, lines = usage[0]
-        kept, _ = _split_head(self._clean(lines, shift=1), WORKFLOW_LINES)
+        kept, _ = _split_head(self._clean(lines, in_references=False), WORKFLOW_LINES)
         if not kept:
             return ""
         tail = "\n\nMore usage detail: [references/usage.md](references/usage.md).\n" if more else "\n"
@@ -444,7 +445,7 @@ class _Writer:
         bare = _too_long(self._list(title, items, glance))  # the body lists names only: descriptions go here
         blocks = []
         for item in items:
-            text = self._clean(_strip_frontmatter(texts.get(item["name"], "")).splitlines(), shift=2)
+            text = self._clean(_strip_frontmatter(texts.get(item["name"], "")).splitlines(), True)
             if not text.strip() and not bare:
                 continue
             head = f"## {mark}{item['name']}\n\n"
@@ -458,7 +459,7 @@ class _Writer:
         for heading, lines in _parts(sections):
             if _kind(heading) != kind:
                 continue
-            text = self._clean(lines, shift=2)
+            text = self._clean(lines, True)
             if skip_lines:
                 text = _split_head(text, skip_lines)[1]  # what the body's Workflow left out
                 skip_lines = 0
@@ -467,9 +468,11 @@ class _Writer:
         return _document(title, blocks)
 
     # -- copied text
-    def _clean(self, lines: list[str], shift: int) -> str:
-        """Lines the gates accept: unsafe lines left out, headings normalized and moved down `shift` levels,
-        fences closed, links made relative to references/ when `shift` > 1 (the text lands there)."""
+    def _clean(self, lines: list[str], in_references: bool) -> str:
+        """Lines the gates accept: unsafe lines left out, headings normalized (the shallowest becomes level 3,
+        under the section's own level-2 heading), fences closed, links made relative to references/ when the
+        text lands there."""
+        shift = 3 - _top_level(lines)
         kept: list[str] = []
         in_fence = False
         for line in lines:
@@ -490,8 +493,8 @@ class _Writer:
         if in_fence:
             kept.append("```")
         text = re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
-        if shift > 1:
-            text = markdown.rebase_links(text, "", "references", lambda rooted: True)
+        if in_references:
+            text = _one_level_down(text)
         return markdown.drop_empty_sections(text + "\n").strip() if text else ""
 
     def _unsafe(self, line: str, in_fence: bool) -> bool:
@@ -516,13 +519,39 @@ WHEN = {
 }
 
 
+def _one_level_down(text: str) -> str:
+    """Relative links (already written from the skill's folder) as seen from its references/ folder.
+    Plain prefixing: the targets may lie above any real folder, where a path library would clamp them."""
+    def one(match: re.Match) -> str:
+        whole, raw = match.group(0), match.group(1)
+        if not markdown.link_target(raw):
+            return whole
+        fixed = "<../" + raw[1:] if raw.startswith("<") else "../" + raw
+        at = whole.rfind(raw)
+        return whole[:at] + fixed + whole[at + len(raw):]
+
+    return DEFINITION.sub(one, markdown.LINK.sub(one, text))
+
+
+def _top_level(lines: list[str]) -> int:
+    """The shallowest heading level among `lines` outside code fences (6 when there is none)."""
+    levels, in_fence = [6], False
+    for line in lines:
+        if FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence and HEADING.match(line):
+            levels.append(len(HEADING.match(line).group(1)))
+    return min(levels)
+
+
 def _too_long(block: str) -> bool:
     """A list too long for the body, which then names the items only."""
     return len(block.encode()) > BODY_BUDGET // 3
 
 
 def _colon(description: str) -> str:
-    return f": {shorten(description, 160)}" if description else ""
+    """A list item's description; an item without one says so (the list names every item)."""
+    return f": {shorten(description, 160)}" if description else ": no description given"
 
 
 def _split_head(text: str, limit: int) -> tuple[str, str]:
