@@ -1,4 +1,4 @@
-"""Offline build of a real marketplace: first-run time, no-op re-run time, outcomes, validator pass rate.
+"""Offline build of a real marketplace: first-run time, no-op re-run time, outcomes, validator pass rate, and\nthe written skills' figures (bench/skill_figures.py: sizes, references, empty sections, coverage, links).
 
     python bench/corpus_run.py PATH/TO/claude-code-plugins [--keep DIR]
 
@@ -85,6 +85,10 @@ def main() -> int:
             print(f"  {state:<7} {key}: {detail[:200]}")
     for line in bad[:20]:
         print("  invalid:", line)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from skill_figures import figures, report
+
+    print("\n".join(report(figures(market))))
     if not args.keep:
         shutil.rmtree(work)
     return 0

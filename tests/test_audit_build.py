@@ -444,7 +444,8 @@ def test_restore_round_trip_is_byte_identical(doit, market, tmp_path):
     restored = doit("restore", "plugin=deploy-checker")
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert snapshot(plugin) == before_change  # the state before the last change, byte for byte
-    assert re.search(r"deploy-checker: restored 1 file\(s\), \d+ unchanged, 0 removed, verified in [\d.]+ s",
+    # two files changed: the SKILL.md and references/commands.md, which holds the edited command's text
+    assert re.search(r"deploy-checker: restored 2 file\(s\), \d+ unchanged, 0 removed, verified in [\d.]+ s",
                      restored.stdout)
     assert re.search(r"^\d\d:\d\d:\d\d \[1/1\] deploy-checker restore success ", restored.stdout, re.M)
     assert "built 0, kept 0, skipped 0, failed 0, fresh 0, restored 1" in restored.stdout

@@ -170,13 +170,16 @@ def test_hostile_marketplace_builds_the_good_plugins_and_leaks_nothing(hostile, 
 
     # the injection changed nothing but the three targets; its `../../` name never passed the gates
     after = tree(market)
-    targets = {f"{rel}/skills/{name}/SKILL.md" for name, rel in [
+    targets = {f"{rel}/skills/{name}/{file}" for name, rel in [
         ("deploy-checker", "plugins/devops/deploy-checker"), ("secret-sentry", "plugins/security/secret-sentry"),
-        ("changelog-lint", "plugins/extras/changelog-lint")]}
+        ("changelog-lint", "plugins/extras/changelog-lint")]
+        for file in ("SKILL.md", "references/commands.md")}  # the fake server's answers hold a reference file
     assert {rel for rel in set(before) | set(after) if before.get(rel) != after.get(rel)} == targets
     assert not [p for p in tmp_path.rglob("*pwned*")]
     landed = (market / "plugins/devops/deploy-checker/skills/deploy-checker/SKILL.md").read_text()
-    assert skillmd.parse(landed)[0]["name"] == "deploy-checker" and INJECTION in landed
+    # text appended to the answer lands in its last file, the reference file after the SKILL.md
+    appended = (market / "plugins/devops/deploy-checker/skills/deploy-checker/references/commands.md").read_text()
+    assert skillmd.parse(landed)[0]["name"] == "deploy-checker" and INJECTION in landed + appended
     assert "SKILL.md rejected" not in run.stdout  # the repair fixed it
     assert stats["repairs"] == 1
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from skillbuild.skill import markdown, skillmd
+from skillbuild.skill import markdown, references, skillmd
 from vertex_server import PROJECT, TOKEN, fake_vertex_factory  # noqa: F401  (fixture)
 
 HOSTILE = ROOT / "tests" / "fixtures" / "hostile"
@@ -46,7 +46,13 @@ def offline_build(doit, market):
     run = doit()
     assert run.returncode == 0, run.stdout + run.stderr
     assert "built 5, kept 0, skipped 0, failed 0" in run.stdout
-    return {name: skill(market, name).read_text() for name in PLUGINS}
+    return {name: folder_text(skill(market, name)) for name in PLUGINS}
+
+
+def folder_text(target: Path) -> str:
+    """The written skill folder as one text: the SKILL.md, then its reference files (README detail lands there)."""
+    found = sorted((target.parent / "references").glob("*.md")) if (target.parent / "references").is_dir() else []
+    return references.join(target.read_text(), {f"references/{p.name}": p.read_text() for p in found})
 
 
 # ----------------------------------------------------------------------------- offline, one finding each
@@ -69,10 +75,12 @@ def test_no_placeholder_is_copied_but_template_code_is(offline_build):
 def test_copied_links_are_rebased_to_the_skill_folder_and_dead_ones_unlinked(offline_build, market):
     text = offline_build["linked-docs"]
     folder = skill(market, "linked-docs").parent
-    assert markdown.broken_links(text, folder) == []
-    for link in ("../../references/advanced-patterns.md", "../../references/quick.md#top", "../../../other-tool/",
-                 "../old-guide/examples/demo.md"):
-        assert f"]({link})" in text, link
+    for path in [folder / "SKILL.md", *(folder / "references").glob("*.md")]:
+        assert markdown.broken_links(path.read_text(), path.parent) == [], path
+    # README text lands in references/: its links are one level deeper than from the skill's folder
+    for link in ("../../references/advanced-patterns.md", "../../references/quick.md#top", "../../../other-tool/"):
+        assert f"](../{link})" in (folder / "references" / "readme.md").read_text(), link
+    assert "](../old-guide/SKILL.md)" in text  # the plugin's other skill is linked, not pasted (issue 13)
     assert "the migration notes, was removed" in text and "docs/migration.md" not in text
 
 

@@ -5,6 +5,7 @@ import pytest
 from skillbuild import build
 from skillbuild.discovery import discover, plugin_context
 from skillbuild.providers.offline import OfflineProvider
+from skillbuild.skill import references
 from skillbuild.skill.validation import check_skill
 from tests.conftest import copy_examples
 
@@ -38,7 +39,8 @@ def test_readme_lines_naming_unknown_commands_are_dropped(market, tmp_path):
     readme.write_text(readme.read_text() + "\n## More\n\nThen run /publish-everything to finish.\nKeep it tidy.\n")
     context = plugin_context(plugin, 24_000, 120_000)
     provider = OfflineProvider()
-    text = provider.generate(context, provider.analyse(context, "p").value, "p").value
+    result = provider.generate(context, provider.analyse(context, "p").value, "p")
+    text = references.join(result.value, result.files)  # the README's other sections land in references/
     assert "/publish-everything" not in text and "Keep it tidy." in text
 
 

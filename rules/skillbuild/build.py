@@ -20,7 +20,7 @@ from doit.exceptions import TaskFailed
 
 from skillbuild import __version__, discovery
 from skillbuild.safety import backup
-from skillbuild.skill import inputs, neverworse, safety, skillmd, validation
+from skillbuild.skill import inputs, neverworse, references, safety, skillmd, validation
 from skillbuild.skill import secrets as credentials
 from skillbuild.skill.schema import analysis_schema, schema_errors  # noqa: F401  (re-exported)
 from skillbuild.store import writing
@@ -93,7 +93,8 @@ def settings_hash(settings, provider_name: str) -> str:
     """The settings a SKILL.md is made and gated under: a change of one makes every SKILL.md stale."""
     low, high = settings.gate_bounds(provider_name)
     return canonical_hash({"bounds": f"{low}-{high}", **settings.fingerprint(
-        "skill_path", "max_body_lines", "input_file_budget", "input_total_budget")})[:16]
+        "skill_path", "max_body_lines", "input_file_budget", "input_total_budget", "per_item_min_bytes",
+        "max_body_tokens", "max_reference_bytes")})[:16]
 
 
 def provenance_fields(settings, plugin: Plugin, provider_name: str, model: str) -> dict[str, str]:
@@ -280,12 +281,15 @@ def analyse(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     return step.record("success", text)
 
 
-def gate(settings, plugin: Plugin, provider_name: str, text: str, original: str | None = None) -> list[str]:
-    """Every reason `text` may not be written. `original`: the hand-written SKILL.md it would replace (read
-    from the target, or the one an earlier build replaced, when not given)."""
+def gate(settings, plugin: Plugin, provider_name: str, text: str, original: str | None = None,
+         files: dict[str, str] | None = None) -> list[str]:
+    """Every reason `text` (and its reference `files`, {"references/x.md": text}) may not be written.
+    `original`: the hand-written SKILL.md it would replace (read from the target, or the one an earlier build
+    replaced, when not given)."""
     assert plugin.path is not None and plugin.target is not None
     original = original if original is not None else original_text(settings, plugin)
-    low, high = settings.gate_bounds(provider_name)
+    files = files or {}
+    low, high = settings.gate_bounds(provider_name, len(plugin.commands) + len(plugin.agents))
     rels = [plugin.relpath(p) for p in plugin.inputs]
     own = [(rel, p.read_text(encoding="utf-8", errors="replace")) for rel, p in zip(rels, plugin.inputs)
            if rel.startswith("skills/") and p.name == "SKILL.md"]
@@ -298,9 +302,16 @@ def gate(settings, plugin: Plugin, provider_name: str, text: str, original: str 
         text, plugin.key, min_bytes=low, max_bytes=high, max_body_lines=settings.max_body_lines,
         commands=sorted(commands), agents=plugin.agents, namespaces=sorted(namespaces),
         original=_frontmatter(original), carried=tuple(skillmd.carried_keys(original)) if original else (),
-        vouchers=vouchers, skill_dir=plugin.target.parent)
+        vouchers=vouchers, skill_dir=plugin.target.parent, max_body_tokens=settings.max_body_tokens,
+        pending=sorted(files))
+    for rel, body in sorted(files.items()):
+        reasons += validation.check_reference(
+            rel, body, max_bytes=settings.max_reference_bytes, commands=sorted(commands), agents=plugin.agents,
+            namespaces=sorted(namespaces | {plugin.key}), vouchers=vouchers, skill_dir=plugin.target.parent,
+            pending=sorted(files))
     if original is not None:
-        reasons += neverworse.check(original, text, commands=set(plugin.commands), folder=plugin.target.parent)
+        reasons += neverworse.check(original, text, commands=set(plugin.commands), folder=plugin.target.parent,
+                                    reference_bytes=references.bytes_of(files))
     return reasons
 
 
@@ -330,17 +341,21 @@ def _load_analysis(settings, plugin: Plugin) -> dict:
 
 
 def _candidate(settings, plugin: Plugin, caller: Caller, step: Step, make: Callable[[], Result],
-               original: str | None = None) -> tuple[str, list[str]]:
-    """One generation (or repair) call with the original's own frontmatter keys carried over, gated;
-    provenance is added only to a candidate that passed."""
+               original: str | None = None) -> tuple[str, dict[str, str], list[str]]:
+    """One generation (or repair) call with the original's own frontmatter keys carried over, gated with its
+    reference files; provenance (naming each reference file with its hash) is added only to one that passed."""
     carried = skillmd.carried_keys(original) if original else {}
-    text = skillmd.carry_over(step.call(make).value, carried)
-    reasons = gate(settings, plugin, caller.name, text, original)
+    result = step.call(make)
+    text, files = skillmd.carry_over(result.value, carried), dict(result.files)
+    reasons = gate(settings, plugin, caller.name, text, original, files)
     if not reasons:
         fields = {**_original_metadata(original), **provenance_fields(settings, plugin, caller.name, caller.model)}
+        fields.pop(references.FIELD, None)
+        if files:
+            fields[references.FIELD] = references.field_value(files)
         text = skillmd.with_provenance(text, fields, carried)
-        reasons = gate(settings, plugin, caller.name, text, original)
-    return text, reasons
+        reasons = gate(settings, plugin, caller.name, text, original, files)
+    return text, files, reasons
 
 
 def _carried_note(original: str | None) -> str | None:
@@ -373,27 +388,27 @@ def _build_skill(settings, plugin: Plugin, run_id: str, caller: Caller) -> TaskF
         context, redacted = prepared_context(settings, plugin, original)
         step.redacted = redacted
         analysis = _load_analysis(settings, plugin)
-        text, reasons = _candidate(settings, plugin, caller, step,
-                                   lambda: caller.generate(context, analysis, prompt), original)
+        text, files, reasons = _candidate(settings, plugin, caller, step,
+                                          lambda: caller.generate(context, analysis, prompt), original)
         if reasons and caller.can_repair:
             events.append(step.record("failure", text, error_class="gate", error_message="; ".join(reasons)))
             step = Step(settings, plugin, run_id, "repair", caller, prompt)
             step.redacted = redacted
-            text, reasons = _candidate(settings, plugin, caller, step,
-                                       lambda: caller.generate(context, analysis, prompt, feedback=reasons),
-                                       original)
+            text, files, reasons = _candidate(settings, plugin, caller, step,
+                                              lambda: caller.generate(context, analysis, prompt, feedback=reasons),
+                                              original)
     except (ValueError, OSError) as exc:
         step.record("failure", error_class=_write_class(exc), error_message=str(exc))
         return _stopped(plugin, "generation", exc, settings)
     except Exception as exc:  # recorded by the step
         return _stopped(plugin, step.phase, exc, settings)
     if reasons:
-        kept = _keep_rejected(settings, plugin, "SKILL.md", text, reasons)
+        kept = _keep_rejected(settings, plugin, "SKILL.md", references.join(text, files), reasons)
         step.record("failure", text, error_class="gate", error_message="; ".join(reasons))
         return TaskFailed(f"{plugin.name}: SKILL.md rejected by the gates: {'; '.join(reasons)}. "
                           f"Candidate kept at {kept}; {plugin.target} is unchanged")
     try:
-        saved = _write(settings, plugin, run_id, text)
+        saved = _write(settings, plugin, run_id, text, files)
     except (OSError, backup.BackupError) as exc:
         step.record("failure", text, error_class=type(exc).__name__, error_message=str(exc))
         return TaskFailed(f"{plugin.name}: writing {plugin.target} failed: {exc}; the file is unchanged")
@@ -403,15 +418,23 @@ def _build_skill(settings, plugin: Plugin, run_id: str, caller: Caller) -> TaskF
     return {"events": events}
 
 
-def _write(settings, plugin: Plugin, run_id: str, text: str) -> Path:
+def _write(settings, plugin: Plugin, run_id: str, text: str, files: dict[str, str] | None = None) -> Path:
     """Back up the whole plugin folder (verified), keep a hand-written file being replaced as the plugin's
-    original, write the file atomically, prune old backups."""
+    original, write the reference files then the SKILL.md atomically, remove the reference files the previous
+    SKILL.md recorded and this one no longer writes (they are in the backup just made), prune old backups."""
     assert plugin.path is not None and plugin.target is not None
     saved = backup.backup_plugin(settings.backups_dir, run_id, plugin.key, plugin.path, journal=settings.journal())
     replaced = skillmd.read_hand_written(plugin.target)
     if replaced is not None:
         writing.atomic_write(saved_original_path(settings, plugin), replaced)
-    writing.atomic_write(plugin.target, text)
+    folder = plugin.target.parent
+    previous = skillmd.provenance(plugin.target.read_text(encoding="utf-8", errors="replace")) \
+        if plugin.target.is_file() else None
+    for rel, body in sorted((files or {}).items()):
+        writing.atomic_write(folder / rel, body)
+    writing.atomic_write(plugin.target, text)  # last: its provenance names the files above
+    for rel in references.stale(previous, files or {}):
+        (folder / rel).unlink(missing_ok=True)
     backup.prune(settings.backups_dir, plugin.key, settings.backup_keep, settings.backup_keep_bytes)
     return saved
 

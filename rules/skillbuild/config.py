@@ -124,10 +124,15 @@ KEYS: dict[str, Key] = {
     "input_file_budget": Key(_positive(int), 24_000, "bytes of one file sent to a provider"),
     "input_total_budget": Key(_positive(int), 120_000, "bytes of all files sent to a provider for one plugin"),
     # gates
-    "min_bytes": Key(_positive(int), 8000, "smallest SKILL.md an AI provider may write"),
+    "min_bytes": Key(_positive(int), 1500, "smallest SKILL.md an AI provider may write (catches truncated or "
+                     "empty output; raised by per_item_min_bytes per command and agent, never padding)"),
     "max_bytes": Key(_positive(int), 14000, "largest SKILL.md any provider may write"),
-    "offline_min_bytes": Key(_positive(int), 500, "smallest SKILL.md the offline provider may write"),
+    "offline_min_bytes": Key(_positive(int), 300, "smallest SKILL.md the offline provider may write (it never pads)"),
+    "per_item_min_bytes": Key(_non_negative(int), 20, "bytes the minimum grows by per command and agent the "
+                              "plugin defines (each is listed at a glance), up to half of max_bytes"),
     "max_body_lines": Key(_positive(int), 500, "longest SKILL.md body, in lines"),
+    "max_body_tokens": Key(_positive(int), 5000, "largest SKILL.md body in estimated tokens (bytes / 4)"),
+    "max_reference_bytes": Key(_positive(int), 40000, "largest file a skill may hold under references/"),
     # quality and routing (`doit lint`, `doit routing`)
     "min_quality": Key(_between(0, 100), 60, "`doit lint` exits 1 when a SKILL.md scores below this (0-100)"),
     "description_limit": Key(_positive(int), 1536,
@@ -399,9 +404,10 @@ class Settings:
         """The last `doit routing` result, for the report page."""
         return self.build_dir / "routing.json"
 
-    def gate_bounds(self, provider_name: str) -> tuple[int, int]:
+    def gate_bounds(self, provider_name: str, items: int = 0) -> tuple[int, int]:
+        """(min, max) bytes of a SKILL.md; `items`: the plugin's commands and agents, which raise the minimum."""
         low = self.offline_min_bytes if provider_name == "offline" else self.min_bytes
-        return low, self.max_bytes
+        return min(low + self.per_item_min_bytes * items, max(low, self.max_bytes // 2)), self.max_bytes
 
     def fingerprint(self, *keys: str) -> dict[str, str]:
         """The named settings as strings, for doit's config_changed (secrets never included)."""

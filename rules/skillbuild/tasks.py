@@ -16,6 +16,7 @@ from doit.tools import config_changed
 from skillbuild import build, maintenance, run, statedir
 from skillbuild.calls import spend
 from skillbuild.safety import archive, interrupt
+from skillbuild.skill import references
 from skillbuild.ui import lint, progress, status
 from skillbuild.config import ConfigError, load_settings
 from skillbuild.discovery import DiscoveryError, Marketplace, Plugin, discover
@@ -193,7 +194,7 @@ def _skill_task(s, plugin: Plugin) -> dict | None:
         "doc": f"write {plugin.rel}/{plugin.relpath(plugin.target)}",
         "actions": [(build.build_skill, [s, plugin, rid])],
         "task_dep": [f"analyse:{plugin.key}"],
-        "targets": [str(plugin.target)],
+        "targets": [str(plugin.target), *map(str, references.recorded_paths(plugin.target))],
         # The one answer `doit status` and `doit plan` give: the SKILL.md's provenance against the inputs,
         # prompts, provider, model and settings it would be made from now (no file_dep, which could disagree).
         "uptodate": [status.Judged(s, plugin)],

@@ -129,7 +129,9 @@ def _gate_problem(settings, caller, row: Row, text: str) -> str | None:
     from skillbuild.skill import skillmd
 
     carried = skillmd.carried_keys(row.original) if row.original else {}
-    reasons = build.gate(settings, row.plugin, caller.name, skillmd.carry_over(text, carried), row.original)
+    skill, files = caller.provider.parse_generation(text)  # the SKILL.md and its reference files, as online
+    reasons = build.gate(settings, row.plugin, caller.name, skillmd.carry_over(skill, carried), row.original,
+                         files)
     return f"gate: {'; '.join(reasons)}" if reasons else None
 
 

@@ -182,13 +182,18 @@ class Caller:
         request = self.generation_request(plugin, analysis, prompt, feedback)
         cached = self._cached(request, _valid_generation)
         if cached:
-            return cached
+            return self._files(cached)
         usage = Usage()
         self._unrecorded = None
         text = self._complete(request, usage).strip() + "\n"
-        self._store(request, text, usage)
+        self._store(request, text, usage)  # the answer as sent, so a parser change needs no new call
         self._raise_unrecorded()
-        return Result(text, self.model, usage)
+        return self._files(Result(text, self.model, usage))
+
+    def _files(self, result: Result) -> Result:
+        """The answer split by the provider into the SKILL.md and its reference files."""
+        skill, files = self.provider.parse_generation(result.value)
+        return Result(skill, result.model, result.usage, files)
 
     # -- what `doit plan` reads: the exact requests and whether their answers are cached
     def analysis_request(self, plugin: PluginContext, prompt: str) -> Request:
@@ -209,7 +214,8 @@ class Caller:
         """The cached answer `generate` would return without a call, or None (always, without a cache)."""
         if self.cache is None:
             return None
-        return self._cached(self.generation_request(plugin, analysis, prompt, feedback), _valid_generation)
+        cached = self._cached(self.generation_request(plugin, analysis, prompt, feedback), _valid_generation)
+        return self._files(cached) if cached else None
 
     def store_answer(self, request: Request, value: Any, usage: Usage) -> None:
         """Keep an answer that came another way (a batch job) exactly as `_store` keeps a sent one."""

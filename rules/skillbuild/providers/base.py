@@ -50,9 +50,10 @@ class Usage:
 
 @dataclass
 class Result:
-    value: Any  # dict for analyse, str for generate
+    value: Any  # dict for analyse, str for generate (the SKILL.md)
     model: str
     usage: Usage = field(default_factory=Usage)
+    files: dict[str, str] = field(default_factory=dict)  # generate: reference files, {"references/x.md": text}
 
 
 class ProviderError(Exception):
@@ -143,6 +144,12 @@ class RemoteProvider(Provider):
     def generation_request(self, plugin: PluginContext, analysis: dict, prompt: str,
                            feedback: list[str] | None = None) -> Request:
         raise NotImplementedError
+
+    def parse_generation(self, text: str) -> tuple[str, dict[str, str]]:
+        """(SKILL.md, {"references/x.md": text}) from a generation answer (skill/references.py's format)."""
+        from skillbuild.skill import references
+
+        return references.split(text)
 
     def ping_request(self) -> Request:
         """The cheapest request that proves credentials, project, location and model."""

@@ -112,11 +112,13 @@ def relative_links(text: str) -> list[tuple[int, str, str]]:
     return found
 
 
-def broken_links(text: str, folder: Path) -> list[str]:
-    """'references/x.md on line 9' for each relative link whose target does not exist from `folder`."""
+def broken_links(text: str, folder: Path, pending=()) -> list[str]:
+    """'references/x.md on line 9' for each relative link whose target does not exist from `folder`;
+    `pending`: paths relative to `folder` of files written together with this one (they count as existing)."""
     # Lexical: the skill's folder may not exist yet, and `missing/../x` does not resolve on disk.
+    coming = {os.path.normpath(folder / p) for p in pending}
     return [f"{raw} on line {n}" for n, raw, path in relative_links(text)
-            if not os.path.exists(os.path.normpath(folder / path))]
+            if os.path.normpath(folder / path) not in coming and not os.path.exists(os.path.normpath(folder / path))]
 
 
 def rebase(path: str, source_dir: str, target_dir: str) -> str:

@@ -172,18 +172,23 @@ def content_hash(text: str) -> str:
     return hashlib.sha256((front + "\0" + body).encode("utf-8")).hexdigest()[:16]
 
 
-def is_hand_written(text: str) -> bool:
+def is_hand_written(text: str, folder: Path | None = None) -> bool:
     """Not ours (no provenance), or ours edited by hand since it was written (its content hash no longer
-    matches). Provenance older than the content hash counts as ours, unedited."""
-    return hand_written_given(text, provenance(text))
+    matches, or, given the skill's `folder`, a reference file it recorded was changed or removed).
+    Provenance older than the content hash counts as ours, unedited."""
+    return hand_written_given(text, provenance(text), folder)
 
 
-def hand_written_given(text: str, mark: dict[str, str] | None) -> bool:
+def hand_written_given(text: str, mark: dict[str, str] | None, folder: Path | None = None) -> bool:
     """`is_hand_written` when the caller parsed the provenance (`mark`) already."""
     if mark is None:
         return True
     recorded = mark.get(CONTENT_HASH)
-    return bool(recorded) and recorded != content_hash(text)
+    if bool(recorded) and recorded != content_hash(text):
+        return True
+    from skillbuild.skill import references  # deferred: references is a leaf, but keep import order simple
+
+    return folder is not None and bool(references.edited(mark, folder))
 
 
 def read_hand_written(path: Path | None) -> str | None:
@@ -191,7 +196,7 @@ def read_hand_written(path: Path | None) -> str | None:
     if path is None or not path.is_file():
         return None
     text = path.read_text(encoding="utf-8", errors="replace")
-    return text if is_hand_written(text) else None
+    return text if is_hand_written(text, path.parent) else None
 
 
 def read_frontmatter_fields(text: str) -> dict[str, str]:

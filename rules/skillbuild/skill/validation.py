@@ -30,7 +30,8 @@ def check_skill(text: str, skill_name: str, *, min_bytes: int, max_bytes: int, m
                 commands: tuple[str, ...] | list[str] = (), agents: tuple[str, ...] | list[str] = (),
                 namespaces: tuple[str, ...] | list[str] = (), original: dict | None = None,
                 vouchers: safety.Vouchers | None = None, skill_dir: Path | None = None,
-                carried: tuple[str, ...] | list[str] = ()) -> list[str]:
+                carried: tuple[str, ...] | list[str] = (), max_body_tokens: int | None = None,
+                pending: tuple[str, ...] | list[str] = ()) -> list[str]:
     """Every reason `text` may not be written as skills/<skill_name>/SKILL.md.
 
     `namespaces`: the plugin's names, so `/plugin:command` counts as the plugin's command. `original`: the
@@ -39,7 +40,8 @@ def check_skill(text: str, skill_name: str, *, min_bytes: int, max_bytes: int, m
     the file is written to; relative links must resolve from it (checked only when given). `carried` names
     frontmatter keys copied verbatim from a hand-written original: the spec check accepts them even outside
     the spec's keys (Claude Code's `user-invocable`, `argument-hint`, ...); a key the model adds is still
-    rejected.
+    rejected. `max_body_tokens`: the body's budget in estimated tokens (bytes / 4). `pending`: files (relative
+    to `skill_dir`) written with this one, e.g. its references, that a link may name before they exist.
     """
     if text.lstrip().startswith(("```", "~~~")):
         return ["the file is wrapped in a code fence; it must start with '---' frontmatter"]
@@ -53,10 +55,11 @@ def check_skill(text: str, skill_name: str, *, min_bytes: int, max_bytes: int, m
     reasons = [f"frontmatter: {r}" for r in validate_metadata(spec_meta, Path(skill_name))]
     reasons += _frontmatter_rules(meta)
     reasons += _size_rules(text, body, min_bytes, max_bytes, max_body_lines)
+    reasons += _token_rules(body, max_body_tokens)
     reasons += _content_rules(text, body)
     reasons += _reference_rules(body, set(commands), set(agents), set(namespaces) | {skill_name})
     reasons += safety.check(meta, text, original, vouchers)
-    reasons += _markdown_rules(text, skill_dir)  # the whole file, so line numbers are the file's
+    reasons += _markdown_rules(text, skill_dir, pending)  # the whole file, so line numbers are the file's
     found = secrets.findings(text)
     if found:
         reasons.append("secrets: a credential is present (value withheld): " + ", ".join(found[:5]))
@@ -89,12 +92,49 @@ def lint_skill(text: str, skill_dir: Path, *, max_bytes: int, max_body_lines: in
     return reasons
 
 
-def _markdown_rules(text: str, skill_dir: Path | None) -> list[str]:
+def estimated_tokens(text: str) -> int:
+    """A body's size in tokens as skill linters estimate it: bytes / 4."""
+    return len(text.encode("utf-8")) // 4
+
+
+def _token_rules(body: str, max_body_tokens: int | None) -> list[str]:
+    tokens = estimated_tokens(body)
+    if max_body_tokens is not None and tokens > max_body_tokens:
+        return [f"body is about {tokens} tokens (bytes / 4); at most {max_body_tokens} are allowed: move detail "
+                "to references/ files linked from the body"]
+    return []
+
+
+def check_reference(rel: str, text: str, *, max_bytes: int, commands=(), agents=(), namespaces=(),
+                    vouchers: safety.Vouchers | None = None, skill_dir: Path | None = None,
+                    pending: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Every reason a reference file `rel` (relative to the skill's folder) may not be written: the same
+    content, link, safety and secret gates as the SKILL.md, a name one level under references/, a size cap."""
+    from skillbuild.skill import references
+
+    if not references.NAME.match(rel):
+        return [f"{rel}: a skill's extra files must be references/<name>.md (lowercase, one level deep)"]
+    reasons = []
+    size = len(text.encode("utf-8"))
+    if size > max_bytes or not text.strip():
+        reasons.append(f"size is {size} bytes; it must be 1-{max_bytes} bytes")
+    reasons += _content_rules(text, text)
+    reasons += _reference_rules(text, set(commands), set(agents), set(namespaces))
+    reasons += safety.check({}, text, None, vouchers)
+    folder = skill_dir / "references" if skill_dir is not None else None
+    reasons += _markdown_rules(text, folder, [f"../{p}" for p in pending])
+    found = secrets.findings(text)
+    if found:
+        reasons.append("secrets: a credential is present (value withheld): " + ", ".join(found[:5]))
+    return [f"{rel}: {r}" for r in reasons]
+
+
+def _markdown_rules(text: str, skill_dir: Path | None, pending=()) -> list[str]:
     reasons = []
     empty = markdown.empty_sections(text)
     if empty:
         reasons.append("sections: empty sections (a heading with nothing under it): " + ", ".join(empty[:5]))
-    broken = markdown.broken_links(text, skill_dir) if skill_dir is not None else []
+    broken = markdown.broken_links(text, skill_dir, pending) if skill_dir is not None else []
     if broken:
         reasons.append("links: relative links whose target does not exist from the skill's folder: "
                        + ", ".join(broken[:5]))

@@ -427,6 +427,18 @@ def skill_md_for(ctx: dict, analysis: dict | None = None, *, min_bytes: int = 86
     return _fit(text, max_bytes)
 
 
+def with_references(text: str, a: dict) -> str:
+    """The answer with a reference file of the commands, linked from the body, in the multi-file format
+    (skill/references.py): the SKILL.md, then `<!-- file: references/commands.md -->` and its text."""
+    if not a["commands"]:
+        return text
+    link = ("\n## Reference files\n\n- [references/commands.md](references/commands.md): read before running a "
+            "command, for what each one is for.\n")
+    sections = "".join(f"\n## /{c['name']}\n\n{clean(c['description'], 300) or 'A command of the plugin.'}\n"
+                       for c in a["commands"])
+    return text.rstrip("\n") + "\n" + link + "\n<!-- file: references/commands.md -->\n\n# Commands\n" + sections
+
+
 def improved(ctx: dict, analysis: Any, original: str, max_bytes: int = 13400) -> str:
     """The hand-written SKILL.md's description and body, then the usual sections within `max_bytes`."""
     body = re.sub(r"(?s)\A---.*?\n---[ \t]*\n", "", original, count=1).strip()
@@ -741,13 +753,13 @@ def _content(ctx: dict, analysis: Any, phase: str, fault: str | None) -> str:
     if original and fault != "ignore_original":
         text = improved(ctx, analysis, original)
     else:
-        text = skill_md_for(ctx, analysis)
+        text = with_references(skill_md_for(ctx, analysis), _merge(analysis_for(ctx), analysis))
     if fault == "dashes_in_description":
         text = re.sub(r'(?m)^(description: ")', r"\1Setup --- ", text, count=1)
     elif fault == "fenced":
         text = "```markdown\n" + text + "```\n"
-    elif fault == "too_short":
-        text = skill_md_for(ctx, analysis, min_bytes=0, max_bytes=1500)
+    elif fault == "too_short":  # truncated output: well under the gates' minimum
+        text = skill_md_for(ctx, analysis, min_bytes=0, max_bytes=700)
     elif fault == "obey_injection":
         text = text.replace("\n---\n", f"\n{INJECTED_TOOLS}\n---\n", 1)
         cut = text.find("\n## ") + 1  # before the first section, where a planted step would go

@@ -50,7 +50,7 @@ def read_target(path: Path | None) -> Target | None:
         return seen[1]
     text = path.read_text(encoding="utf-8", errors="replace")
     mark = skillmd.provenance(text)
-    target = Target(len(text.encode()), mark, skillmd.hand_written_given(text, mark))
+    target = Target(len(text.encode()), mark, skillmd.hand_written_given(text, mark, path.parent))
     _TARGETS[str(path)] = (key, target)
     return target
 
