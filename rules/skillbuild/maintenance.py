@@ -209,6 +209,7 @@ def write_report(settings, market) -> TaskFailed | None:
 def print_plan(settings, market) -> TaskFailed | None:
     """`doit plan`: computed from files and recorded data only; a bad setting fails with its name."""
     from skillbuild import build, calls, planning
+    from skillbuild.calls import workers
     from skillbuild.providers import ProviderError
 
     try:
@@ -217,6 +218,7 @@ def print_plan(settings, market) -> TaskFailed | None:
                                   throttle)
     except (ValueError, RuntimeError, ProviderError, FileNotFoundError) as exc:
         return TaskFailed(f"plan: {exc}")
+    plan.workers = workers.decide(settings, latency_s=plan.averages.latency_s)
     print(planning.format_plan(plan), flush=True)
     return None
 

@@ -14,6 +14,7 @@ from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
 from skillbuild import build, maintenance, run
+from skillbuild.calls import workers
 from skillbuild.safety import archive, interrupt
 from skillbuild.ui import progress, status
 from skillbuild.config import ConfigError, load_settings
@@ -83,6 +84,8 @@ def doit_config() -> dict:
         "continue": True,  # one plugin's failure never stops the others
         "subtasks": True,  # `doit list` shows every plugin's tasks
         "reporter": progress.reporter_class(_make_progress),
+        # Workers sized from the plan (calls/workers.py); `-n N` / `-P` on the command line override these.
+        **workers.decide(s).doit_options(),
     }
 
 
