@@ -141,7 +141,7 @@ KEYS: dict[str, Key] = {
     "rest_seconds": Key(_optional_str, None, "rest length, seconds or a range like 30-60"),
     "quota_tz": Key(_optional_str, None, "time zone of the quota day's reset (America/Los_Angeles)"),
     "time_scale": Key(_optional(_positive(float)), None, "simulation speed-up for benchmarks (1.0)"),
-    "max_workers": Key(_positive(int), 32, "most doit workers a remote build starts when `-n` is not given"),
+    "max_workers": Key(_positive(int), 64, "most worker threads a remote build starts when `-n` is not given"),
     "wait_for_reset": Key(_bool, False, "when today's budget is spent, wait for the reset instead of stopping"),
     "price_input_per_mtok": Key(_non_negative(float), 0.30, "USD per million input tokens, for `doit plan`"),
     "price_output_per_mtok": Key(_non_negative(float), 2.50, "USD per million output tokens, for `doit plan`"),

@@ -109,11 +109,12 @@ def _with_lifecycle(run_all):
         if not plugins or _state["settings"] is None:
             return run_all(runner, task_dispatcher)  # status, backup, report...: no lock, no audit run
         run = BuildRun(_state["settings"], _state["run_id"], plugins, sys.argv[1:]).open()
-        progress.append_line(run.log, f"workers: {getattr(runner, 'num_process', 1)}")  # what doit runs with
+        progress.append_line(run.log, f"workers: {getattr(runner, 'num_process', 1)} ({type(runner).__name__})")  # what doit runs
         _state["current"] = run
         if not getattr(runner.reporter, "shows_progress", False):
             runner.reporter = progress.Recorder(runner.reporter, run.tracker(echo=False))
         status = EXIT_ERROR
+        streams = sys.stdout, sys.stderr  # doit's thread workers swap them per action, racing; put them back
         try:
             status = run_all(runner, task_dispatcher)
             return status
@@ -124,6 +125,7 @@ def _with_lifecycle(run_all):
             status = exc.code if isinstance(exc.code, int) else 1
             raise
         finally:
+            sys.stdout, sys.stderr = streams
             _state["current"] = None
             run.close(status)
 

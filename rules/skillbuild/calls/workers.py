@@ -5,12 +5,14 @@ leaves the quota mostly idle while it waits for an answer. Little's law gives th
 throttle's pace: calls in flight = latency / interval between sends. The latency is the mean the audit DB
 recorded for successful calls; before there is any, `DEFAULT_LATENCY_S` stands in for it.
 
-Processes, not threads (measured with `bench/quota_sim.py --workers 30`, peak PSS of the whole process
-tree, README "Workers"): doit forks its process workers after the SDK is loaded (run.py), so they share its
-pages copy-on-write and cost a few MB each, not the 100+ MB their RSS shows; threads would share one
-interpreter lock with the gates, validation and JSON work between calls (2 cores here), and doit swaps
-`sys.stdout` per action, which threads race on. The throttle works either way (its state is in SQLite,
-one connection per process and thread).
+Threads for a remote build, processes offline, by measurement (`bench/quota_sim.py --rpm 60 --scale 15
+--plugins 60 --workers 30 [--par-type thread]`, README "Workers"): 30 process workers peaked at 1,428 MB PSS
+(about 45 MB each: every forked worker makes its own SDK client and touches its own pages) and reached only
+3.37x the quota minimum on 2 cores; 30 threads peaked at 119 MB and 1.56x. A remote worker waits on the
+network almost all the time, so the interpreter lock costs nothing; the throttle (SQLite, a connection per
+process and thread), the SDK client (one per process, `on_sent` per thread) and the audit DB are
+thread-safe. The offline provider is CPU work: one process per core, which the lock would serialise.
+doit swaps `sys.stdout` per action, which threads race on: run.py puts the streams back after the run.
 """
 from __future__ import annotations
 
@@ -24,17 +26,21 @@ from dataclasses import dataclass
 # Simulated seconds one Gemini call takes before the audit DB has recorded any: a generation of 8-14 KB
 # takes 15-40 s on gemini-2.5-flash. Too high only costs idle workers; too low leaves the quota unused.
 DEFAULT_LATENCY_S = 30.0
-PAR_TYPE = "process"
+# Workers per call in flight: latency varies call to call and a worker spends time between calls (gates,
+# writes, doit's dispatch), so exactly latency / interval workers fall behind the pace (measured 1.36x the
+# quota minimum at 15 rpm, 1.40x at 60). An idle thread costs about a megabyte.
+HEADROOM = 1.5
 
 
 @dataclass(frozen=True)
 class Workers:
     count: int  # 1: doit's plain runner, no fork
     why: str
+    par_type: str = "thread"  # doit's -P: "thread" or "process"
 
     def doit_options(self) -> dict:
         """DOIT_CONFIG entries: defaults of `doit run`'s options, which `-n`/`-P` on the command line override."""
-        return {"num_process": self.count if self.count > 1 else 0, "par_type": PAR_TYPE}
+        return {"num_process": self.count if self.count > 1 else 0, "par_type": self.par_type}
 
 
 def explicit_count(argv: Sequence[str]) -> int | None:
@@ -62,8 +68,8 @@ def cores() -> int:
 
 def for_pace(interval_s: float, latency_s: float, max_workers: int) -> int:
     """Workers that keep one send every `interval_s` going while each call takes `latency_s` (real seconds):
-    the calls in flight, plus one for the worker between calls (writing, validating, picking its next task)."""
-    needed = math.ceil(latency_s / interval_s) + 1 if interval_s > 0 else max_workers
+    the calls in flight with HEADROOM, plus one."""
+    needed = math.ceil(HEADROOM * latency_s / interval_s) + 1 if interval_s > 0 else max_workers
     return max(1, min(max_workers, needed))
 
 
@@ -88,10 +94,10 @@ def decide(settings, argv: Sequence[str] | None = None, *, latency_s: float | No
     enough to keep up with the throttle's pace at the recorded latency, at most `max_workers`."""
     given = explicit_count(sys.argv[1:] if argv is None else argv)
     if given is not None:
-        return Workers(max(1, given), f"-n {given} on the command line")
+        return Workers(max(1, given), f"-n {given} on the command line", "process")
     if settings.provider == "offline":
         n = ncores or cores()
-        return Workers(n, f"offline provider: one per CPU core ({n})")
+        return Workers(n, f"offline provider: one process per CPU core ({n})", "process")
     from skillbuild.calls.throttle import limits_from_settings
 
     try:
@@ -106,4 +112,4 @@ def decide(settings, argv: Sequence[str] | None = None, *, latency_s: float | No
     source = "recorded mean" if measured else "default before any is recorded"
     capped = " (max_workers)" if n == settings.max_workers else ""
     return Workers(n, f"{latency:.2f} s per call ({source}) / one send every {interval:.2f} s "
-                      f"= {n} worker(s) in flight{capped}")
+                      f"= {n} thread(s){capped}")
