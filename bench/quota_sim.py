@@ -66,7 +66,7 @@ class Outcome:
     http_429: int
     span_s: float  # real seconds, first request sent to last answer received
     wall_s: float  # real seconds, process start to exit
-    workers_used: str  # what the run log says doit ran with
+    in_flight: int  # most calls in flight at once (attempt records): how many workers really overlapped
     peak_pss_mb: float
     exit_code: int
 
@@ -193,8 +193,8 @@ def run_measured(cmd: list[str], env: dict, log: Path, timeout: float) -> tuple[
     return code, time.monotonic() - began, peak[0]
 
 
-def client_span(env: dict) -> tuple[float, str]:
-    """(real seconds from the first request sent to the last answer received, the run log's worker count)."""
+def client_span(env: dict) -> tuple[float, int]:
+    """(real seconds from the first request sent to the last answer received, most calls in flight at once)."""
     from skillbuild.config import load_settings
 
     s = load_settings(env=env)
@@ -204,12 +204,8 @@ def client_span(env: dict) -> tuple[float, str]:
     starts = [datetime.fromisoformat(t).timestamp() for t, _ in rows]
     ends = [a + (lat or 0) for a, (_, lat) in zip(starts, rows)]
     span = (max(ends) - min(starts)) if rows else 0.0
-    used = "?"
-    for log in s.logs_dir.glob("*.log"):
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith("workers: "):
-                used = line.split(": ", 1)[1]
-    return span, used
+    in_flight = max((sum(1 for a, b in zip(starts, ends) if a <= t < b) for t in starts), default=0)
+    return span, in_flight
 
 
 def median_outcome(outcomes: list[Outcome], bench: Bench) -> Outcome:
@@ -227,7 +223,8 @@ def table(rows: list[tuple[Outcome, list[Outcome]]], bench: Bench) -> str:
         others = ", ".join(f"{bench.ratio(x):.2f}" for x in sorted(runs, key=bench.ratio))
         lines.append(
             f"| {r.name} | {r.preset} | {r.factor if r.factor is not None else 'preset'} | "
-            f"{'-n ' + r.workers if r.workers != 'default' else 'default'} ({o.workers_used}{'' if r.par_type == 'process' else ', ' + r.par_type}) | "
+            f"{'-n ' + r.workers if r.workers != 'default' else 'default'}{'' if r.par_type == 'process' else ' ' + r.par_type} "
+            f"({o.in_flight} in flight) | "
             f"{o.plugins}{f' of {o.total_plugins}' if o.extrapolated else ''} | {o.calls} | {o.http_429} | "
             f"{o.violations} | {bench.span_min(o):.1f}{mark} | {bench.minimum(o.total_plugins):.1f} | "
             f"{bench.ratio(o):.2f}{mark} ({others}) | {o.wall_s - o.span_s:.1f} | {o.peak_pss_mb:.0f} | "
@@ -279,7 +276,7 @@ def main() -> int:
                 o = bench.run(row, work, args.seed_plugins if seed else args.plugins)
                 runs.append(o)
                 print(f"{row.name}: {o.plugins} plugins, {o.calls} calls, {o.violations} violations, "
-                      f"{bench.ratio(o):.2f}x the quota minimum, workers {o.workers_used}, "
+                      f"{bench.ratio(o):.2f}x the quota minimum, {o.in_flight} calls in flight at most, "
                       f"peak PSS {o.peak_pss_mb:.0f} MB, exit {o.exit_code}", flush=True)
             results.append((median_outcome(runs, bench), runs))
     finally:

@@ -104,7 +104,15 @@ def test_plain_doit_runs_several_workers_with_calls_in_flight_together(doit, fak
     result = doit(extra_env=env, timeout=120)  # no -n
     assert result.returncode in (0, 1), result.stdout + result.stderr
     s = load_settings(env={**doit.env, **env})
-    logs = "".join(log.read_text() for log in s.logs_dir.glob("*.log"))
-    assert "workers: 64 (MThreadRunner)" in logs
-    assert _max_in_flight(s.audit_db) >= 2  # the server saw calls overlap
+    assert _max_in_flight(s.audit_db) >= 2  # calls overlapped: one worker has one call in flight at most
     assert server.stats()["requests_total"] >= 6
+
+
+def test_the_configured_quota_is_the_limit_and_the_seed_keeps_a_third():
+    from types import SimpleNamespace
+
+    from skillbuild.calls.throttle import limits_from_settings
+
+    assert limits_from_settings(SimpleNamespace(pace_preset=None)).safety_factor == 1
+    for preset in ("seed", "seed-initial"):
+        assert limits_from_settings(SimpleNamespace(pace_preset=preset)).safety_factor == 3

@@ -109,7 +109,6 @@ def _with_lifecycle(run_all):
         if not plugins or _state["settings"] is None:
             return run_all(runner, task_dispatcher)  # status, backup, report...: no lock, no audit run
         run = BuildRun(_state["settings"], _state["run_id"], plugins, sys.argv[1:]).open()
-        progress.append_line(run.log, f"workers: {getattr(runner, 'num_process', 1)} ({type(runner).__name__})")  # what doit runs
         _state["current"] = run
         if not getattr(runner.reporter, "shows_progress", False):
             runner.reporter = progress.Recorder(runner.reporter, run.tracker(echo=False))
