@@ -113,7 +113,7 @@ def _with_lifecycle(run_all):
         if not getattr(runner.reporter, "shows_progress", False):
             runner.reporter = progress.Recorder(runner.reporter, run.tracker(echo=False))
         status = EXIT_ERROR
-        streams = sys.stdout, sys.stderr  # doit's thread workers swap them per action, racing; put them back
+        _streams_back_before_finish(runner)
         try:
             status = run_all(runner, task_dispatcher)
             return status
@@ -124,10 +124,22 @@ def _with_lifecycle(run_all):
             status = exc.code if isinstance(exc.code, int) else 1
             raise
         finally:
-            sys.stdout, sys.stderr = streams
             _state["current"] = None
             run.close(status)
 
     wrapper.skillbuild_lifecycle = True
     return wrapper
+
+
+def _streams_back_before_finish(runner) -> None:
+    """doit's thread workers swap `sys.stdout`/`sys.stderr` per action and restore what they found, so two
+    overlapping actions can leave a finished action's capture in place. Put the run's own streams back before
+    `finish()` reports: `-r json` reads its buffer there, and doit prints its errors to them."""
+    streams, finish = (sys.stdout, sys.stderr), runner.finish
+
+    def finish_with_streams():
+        sys.stdout, sys.stderr = streams
+        return finish()
+
+    runner.finish = finish_with_streams
 
