@@ -1,22 +1,23 @@
-"""Quota benchmark: skillbuild's throttle against the seed's pacing, time-compressed, on the fake Vertex server.
+"""Quota benchmark: plain `doit` (and `doit -n N`) against the quota minimum and the seed's pacing, time-compressed.
 
-    python bench/quota_sim.py [--corpus DIR] [--rows f1-n1,f1-n4,...] [--plugins N] [--seed-plugins N]
+    python bench/quota_sim.py [--corpus DIR] [--rpm 15] [--scale 60] [--plugins N] [--safety-factor 1]
+                              [--workers default,10] [--seed-rows seed] [--seed-plugins 20] [--repeat 3]
 
-One simulated minute lasts one real second: the throttle runs with time_scale=60 and the fake server with
---time-scale 60, both with a free-tier quota (15 requests per minute, 1,500 per day). API latency is
-15-40 simulated seconds per call (0.25-0.67 real seconds). Every row builds a fresh temporary copy of
-the corpus with `doit provider=vertex` and its own state folders and its own server, so no row sees
-another's quota.
+Every row builds a fresh temporary copy of the corpus with `doit provider=vertex` against its own fake Vertex
+server (same quota, `--time-scale` = `--scale`), with its own state folders, so no row sees another's quota.
+One simulated minute lasts 60/scale real seconds. API latency is 15-40 simulated seconds per call.
 
-Rows: f<factor>-n<workers> is skillbuild's throttle at that safety factor with `doit -n <workers>`;
-`seed` and `seed-initial` are the seed script's pacing presets (45-60 s or 90-120 s after each call, a
-rest every 10 plugins), run sequentially like the seed. The seed rows take hours of simulated time, so
-they build the first --seed-plugins plugins and the table extrapolates them to the full corpus (marked).
+Rows: `--workers default` is plain `doit` (no `-n`: the worker count skillbuild picks, calls/workers.py);
+a number N is `doit -n N`. `--seed-rows` adds the seed script's pacing presets (`seed`, `seed-initial`: a
+sleep after each call, a rest every 10 plugins, a third of the quota), run with one worker like the seed; they
+take hours of simulated time, so they build the first --seed-plugins plugins and are extrapolated (marked *).
 
-Wall time is the whole `doit` run (process start to exit) in simulated minutes; `span` is first to last
-request as the server saw them. The theoretical minimum is calls / (rpm / safety factor). The latency
-floor is what the workers alone allow: calls x mean latency / workers; a row cannot beat the larger of
-the two. 429s and quota violations are the server's counts.
+What is measured: the span from the first request sent to the last answer received (the audit DB's
+attempt records: start time plus latency), in simulated minutes. Start-up (process start to first
+request: imports, discovery, forks) and shutdown are reported apart, in real seconds. The quota minimum is
+2 calls per plugin / the configured rpm; violations are the server's count of admitted requests beyond the
+quota. Peak PSS is the memory of doit's whole process tree (shared pages counted once), sampled 4 times a
+second. The last line is `default doit: X.XXx the quota minimum, N violations` for the row with no `-n`.
 """
 from __future__ import annotations
 
@@ -24,12 +25,16 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,68 +42,97 @@ sys.path[:0] = [str(ROOT), str(ROOT / "rules")]
 from skillbuild.testing import fakevertex  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "claude-code-plugins"
-SCALE = 60.0  # simulated seconds per real second
-RPM, RPD = 15, 1500
+RPD = 100_000  # the per-day quota is not what this bench measures
 LATENCY = (15.0, 40.0)  # simulated seconds per call
-ROWS = {
-    "f1-n1": {"factor": 1, "workers": 1},
-    "f1-n4": {"factor": 1, "workers": 4},
-    "f1-n10": {"factor": 1, "workers": 10},
-    "f3-n1": {"factor": 3, "workers": 1},
-    "f3-n4": {"factor": 3, "workers": 4},
-    "seed": {"factor": 3, "workers": 1, "preset": "seed"},
-    "seed-initial": {"factor": 3, "workers": 1, "preset": "seed-initial"},
-}
+SEED_PRESETS = ("seed", "seed-initial")
+
+
+@dataclass
+class Row:
+    name: str  # "default", "n10", "seed"...
+    workers: str  # "default" or a number
+    preset: str
+    factor: float | None  # None: the preset's own
+    par_type: str = "process"
 
 
 @dataclass
 class Outcome:
-    name: str
-    factor: float
-    workers: int
-    preset: str
+    row: Row
     plugins: int  # plugins built in this run
-    total_plugins: int  # plugins in the corpus
-    wall_s: float  # real seconds = simulated minutes
-    span_s: float
-    calls: int  # admitted requests (HTTP 200)
-    http_429: int
+    total_plugins: int  # buildable plugins in the corpus
+    calls: int  # answers with status 200, as the server counted them
     violations: int
+    http_429: int
+    span_s: float  # real seconds, first request sent to last answer received
+    wall_s: float  # real seconds, process start to exit
+    in_flight: int  # most calls in flight at once (attempt records): how many workers really overlapped
+    peak_pss_mb: float
     exit_code: int
 
     @property
     def extrapolated(self) -> bool:
         return self.plugins < self.total_plugins
 
-    def scale_up(self, value: float) -> float:
-        return value * self.total_plugins / self.plugins
 
-    @property
-    def full_calls(self) -> float:
-        return self.scale_up(self.calls) if self.extrapolated else self.calls
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.minute = 60.0 / args.scale  # real seconds per simulated minute
 
-    @property
-    def full_wall(self) -> float:
-        """Startup and shutdown (wall minus span) once, plus the span scaled to the whole corpus."""
-        return self.wall_s - self.span_s + self.scale_up(self.span_s) if self.extrapolated else self.wall_s
+    def minimum(self, plugins: int) -> float:
+        """The quota minimum in simulated minutes: 2 calls per plugin / the configured rpm."""
+        return 2 * plugins / self.args.rpm
 
-    def minimum(self) -> float:
-        """Theoretical minimum in simulated minutes: calls / allowed requests per minute."""
-        return self.full_calls / (RPM / self.factor)
+    def span_min(self, o: Outcome) -> float:
+        """The span in simulated minutes, scaled to the whole corpus when the row built fewer plugins."""
+        return o.span_s / self.minute * o.total_plugins / max(1, o.plugins)
 
-    def latency_floor(self) -> float:
-        return self.full_calls * (sum(LATENCY) / 2 / 60) / self.workers
+    def ratio(self, o: Outcome) -> float:
+        return self.span_min(o) / self.minimum(o.total_plugins)
 
+    def start_server(self, log: Path) -> tuple[subprocess.Popen, str]:
+        low, high = (x / self.args.scale for x in LATENCY)
+        return fakevertex.spawn("--rpm", f"{self.args.rpm:g}", "--rpd", str(RPD), "--time-scale",
+                                f"{self.args.scale:g}", "--latency", f"{low:.4f}-{high:.4f}", "--seed", "1",
+                                stderr=log.open("w"))
 
-def start_server(log: Path) -> tuple[subprocess.Popen, str]:
-    low, high = (x / SCALE for x in LATENCY)
-    return fakevertex.spawn("--rpm", str(RPM), "--rpd", str(RPD), "--time-scale", str(SCALE),
-                            "--latency", f"{low:.4f}-{high:.4f}", "--seed", "1", stderr=log.open("w"))
+    def env(self, row: Row, row_dir: Path, market: Path, url: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SKILLBUILD_", "GOOGLE_CLOUD_"))}
+        env.update({
+            "SKILLBUILD_MARKETPLACE": str(market), "SKILLBUILD_CACHE_ROOT": str(row_dir / "cache"),
+            "SKILLBUILD_BUILD_ROOT": str(row_dir / "build"), "SKILLBUILD_PROVIDER": "vertex",
+            "SKILLBUILD_VERTEX_ENDPOINT": url, "SKILLBUILD_VERTEX_TOKEN": "bench", "GOOGLE_CLOUD_PROJECT": "bench",
+            "SKILLBUILD_RPM": f"{self.args.rpm:g}", "SKILLBUILD_RPD": str(RPD),
+            "SKILLBUILD_TIME_SCALE": f"{self.args.scale:g}", "SKILLBUILD_PACE_PRESET": row.preset,
+            # retry backoff scaled like everything else
+            "SKILLBUILD_RETRY_BACKOFF_SECONDS": f"{1 / self.args.scale:.4f}", "PYTHONUNBUFFERED": "1",
+        })
+        if row.factor is not None:
+            env["SKILLBUILD_SAFETY_FACTOR"] = f"{row.factor:g}"
+        return env
 
-
-def stats(url: str) -> dict:
-    with urllib.request.urlopen(url + "/_stats", timeout=10) as response:  # loopback only
-        return json.loads(response.read())
+    def run(self, row: Row, work: Path, limit: int | None) -> Outcome:
+        row_dir = Path(tempfile.mkdtemp(prefix=f"{row.name}-", dir=work))
+        market = row_dir / "marketplace"
+        shutil.copytree(self.args.corpus, market, symlinks=True)
+        keys = buildable_keys(market)
+        chosen = keys[:limit] if limit else keys
+        server, url = self.start_server(row_dir / "server.log")
+        env = self.env(row, row_dir, market, url)
+        workers = [] if row.workers == "default" else ["-n", row.workers]
+        par = ["-P", row.par_type] if row.par_type != "process" else []
+        tasks = [f"skill:{k}" for k in chosen] if limit else []
+        cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *workers, *par, *tasks]
+        try:
+            code, wall, peak = run_measured(cmd, env, row_dir / "doit.log", self.args.timeout)
+            st = stats(url)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+        span, used = client_span(env)
+        return Outcome(row, len(chosen), len(keys), st["by_status"].get("200", 0), st["quota_violations"],
+                       st["responses_429"], span, wall, used, peak, code)
 
 
 def buildable_keys(market: Path) -> list[str]:
@@ -112,122 +146,153 @@ def buildable_keys(market: Path) -> list[str]:
     return [p.key for p in market_.buildable() if not is_kept(p, s.keep_min_bytes, s.provider)]
 
 
-def run_row(name: str, spec: dict, corpus: Path, work: Path, limit: int | None, timeout: float) -> Outcome:
-    row_dir = work / name
-    market = row_dir / "marketplace"
-    shutil.copytree(corpus, market, symlinks=True)
-    keys = buildable_keys(market)
-    chosen = keys[:limit] if limit else keys
-    server, url = start_server(row_dir / "server.log")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SKILLBUILD_", "GOOGLE_CLOUD_"))}
-    env.update({
-        "SKILLBUILD_MARKETPLACE": str(market), "SKILLBUILD_CACHE_ROOT": str(row_dir / "cache"),
-        "SKILLBUILD_BUILD_ROOT": str(row_dir / "build"), "SKILLBUILD_PROVIDER": "vertex",
-        "SKILLBUILD_VERTEX_ENDPOINT": url, "SKILLBUILD_VERTEX_TOKEN": "bench", "GOOGLE_CLOUD_PROJECT": "bench",
-        "SKILLBUILD_RPM": str(RPM), "SKILLBUILD_RPD": str(RPD), "SKILLBUILD_SAFETY_FACTOR": str(spec["factor"]),
-        "SKILLBUILD_TIME_SCALE": str(SCALE), "SKILLBUILD_PACE_PRESET": spec.get("preset", "default"),
-        # retry backoff scaled like everything else: 1 s becomes 1/60 s
-        "SKILLBUILD_RETRY_BACKOFF_SECONDS": f"{1 / SCALE:.4f}", "PYTHONUNBUFFERED": "1",
-    })
-    tasks = [f"skill:{k}" for k in chosen] if limit else []
-    cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "-n", str(spec["workers"]), *tasks]
+def stats(url: str) -> dict:
+    with urllib.request.urlopen(url + "/_stats", timeout=10) as response:  # loopback only
+        return json.loads(response.read())
+
+
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of a process and its descendants, in MB: shared pages split among their users."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # the process ended between two reads
+    return total / 1024
+
+
+def run_measured(cmd: list[str], env: dict, log: Path, timeout: float) -> tuple[int, float, float]:
+    """(exit code, wall seconds, peak PSS MB of the process tree); -1 when killed at the timeout."""
     began = time.monotonic()
-    try:
-        with (row_dir / "doit.log").open("w") as out:
-            code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  timeout=timeout).returncode
-    except subprocess.TimeoutExpired:
-        code = -1  # subprocess.run killed it; the row is reported as such
-    wall = time.monotonic() - began
-    try:
-        st = stats(url)
-        (row_dir / "server-stats.json").write_text(json.dumps(st))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-    times = st["request_times"]
-    return Outcome(name, spec["factor"], spec["workers"], spec.get("preset", "skillbuild"), len(chosen),
-                   len(keys), wall, (max(times) - min(times)) if times else 0.0,
-                   st["by_status"].get("200", 0), st["responses_429"], st["quota_violations"], code)
+    peak = [0.0]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        done = threading.Event()
+
+        def sample():
+            while not done.wait(0.25):
+                peak[0] = max(peak[0], tree_pss_mb(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = -1
+        finally:
+            done.set()
+            sampler.join()
+    return code, time.monotonic() - began, peak[0]
 
 
-def table(rows: list[Outcome]) -> str:
-    head = ("| run | pacing | safety | -n | plugins | calls | 429s | violations | wall (sim min) | span | "
-            "theoretical min | x min | latency floor | exit |")
+def client_span(env: dict) -> tuple[float, int]:
+    """(real seconds from the first request sent to the last answer received, most calls in flight at once)."""
+    from skillbuild.config import load_settings
+
+    s = load_settings(env=env)
+    conn = sqlite3.connect(f"file:{s.audit_db}?mode=ro", uri=True)
+    rows = conn.execute("SELECT time, latency_seconds FROM api_calls").fetchall()
+    conn.close()
+    starts = [datetime.fromisoformat(t).timestamp() for t, _ in rows]
+    ends = [a + (lat or 0) for a, (_, lat) in zip(starts, rows)]
+    span = (max(ends) - min(starts)) if rows else 0.0
+    in_flight = max((sum(1 for a, b in zip(starts, ends) if a <= t < b) for t in starts), default=0)
+    return span, in_flight
+
+
+def median_outcome(outcomes: list[Outcome], bench: Bench) -> Outcome:
+    """The run with the median ratio (a real run, not a mix of figures from several)."""
+    ordered = sorted(outcomes, key=bench.ratio)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def table(rows: list[tuple[Outcome, list[Outcome]]], bench: Bench) -> str:
+    head = ("| run | pacing | safety | workers | plugins | calls | 429s | violations | span (sim min) | "
+            "quota min | x quota min (all runs) | start-up+shutdown (real s) | peak PSS MB | exit |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        mark = "*" if r.extrapolated else ""
-        span = r.scale_up(r.span_s) if r.extrapolated else r.span_s
+    for o, runs in rows:
+        r, mark = o.row, "*" if o.extrapolated else ""
+        others = ", ".join(f"{bench.ratio(x):.2f}" for x in sorted(runs, key=bench.ratio))
         lines.append(
-            f"| {r.name} | {r.preset} | {r.factor:g} | {r.workers} | "
-            f"{r.plugins}{f' of {r.total_plugins}' if r.extrapolated else ''} | "
-            f"{r.full_calls:.0f}{mark} | {r.http_429} | {r.violations} | {r.full_wall:.1f}{mark} | {span:.1f}{mark} | "
-            f"{r.minimum():.1f} | {r.full_wall / r.minimum():.2f} | {r.latency_floor():.1f} | {r.exit_code} |")
-    for factor in sorted({r.factor for r in rows}):
-        calls = max((r.full_calls for r in rows if not r.extrapolated), default=0)
-        if calls:
-            lines.append(f"| theoretical minimum | calls / (rpm {RPM} / {factor:g}) | {factor:g} | - | - | "
-                         f"{calls:.0f} | - | - | {calls / (RPM / factor):.1f} | - | - | 1.00 | - | - |")
+            f"| {r.name} | {r.preset} | {r.factor if r.factor is not None else 'preset'} | "
+            f"{'-n ' + r.workers if r.workers != 'default' else 'default'}{'' if r.par_type == 'process' else ' ' + r.par_type} "
+            f"({o.in_flight} in flight) | "
+            f"{o.plugins}{f' of {o.total_plugins}' if o.extrapolated else ''} | {o.calls} | {o.http_429} | "
+            f"{o.violations} | {bench.span_min(o):.1f}{mark} | {bench.minimum(o.total_plugins):.1f} | "
+            f"{bench.ratio(o):.2f}{mark} ({others}) | {o.wall_s - o.span_s:.1f} | {o.peak_pss_mb:.0f} | "
+            f"{o.exit_code} |")
     return "\n".join(lines)
 
 
-def verdicts(rows: list[Outcome]) -> list[str]:
-    out = []
-    bad = [r.name for r in rows if r.violations]
-    out.append(f"0 quota violations: {'yes' if not bad else 'NO (' + ', '.join(bad) + ')'}")
-    ours = [r for r in rows if r.preset == "skillbuild" and not r.extrapolated and r.exit_code != -1]
-    for factor in sorted({r.factor for r in ours}):
-        best = min((r for r in ours if r.factor == factor), key=lambda r: r.full_wall / r.minimum())
-        ratio = best.full_wall / best.minimum()
-        out.append(f"<= 1.25x the theoretical minimum at safety factor {factor:g}: "
-                   f"{'yes' if ratio <= 1.25 else 'NO'} ({best.name}: {ratio:.2f}x)")
-    for seed in (r for r in rows if r.preset != "skillbuild"):
-        for r in ours:
-            speedup = seed.full_wall / r.full_wall
-            out.append(f"{r.name} vs {seed.name}: {speedup:.1f}x faster "
-                       f"{'(>= 10x: yes)' if speedup >= 10 else '(>= 10x: NO)'}")
-    return out
+def parse_rows(args) -> list[Row]:
+    rows = []
+    for w in filter(None, (x.strip() for x in args.workers.split(","))):
+        if w != "default" and not w.isdigit():
+            raise SystemExit(f"--workers takes 'default' or numbers, not {w!r}")
+        rows.append(Row("default" if w == "default" else f"n{w}", w, "default", args.safety_factor, args.par_type))
+    for name in filter(None, (x.strip() for x in args.seed_rows.split(","))):
+        if name not in SEED_PRESETS:
+            raise SystemExit(f"--seed-rows takes {', '.join(SEED_PRESETS)}, not {name!r}")
+        rows.append(Row(name, "1", name, None))
+    return rows
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", type=Path, default=CORPUS)
-    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {', '.join(ROWS)}")
-    p.add_argument("--plugins", type=int, help="build only the first N plugins in skillbuild's rows")
+    p.add_argument("--rpm", type=float, default=15.0, help="the quota (server) and the configured rpm")
+    p.add_argument("--scale", type=float, default=60.0, help="simulated seconds per real second")
+    p.add_argument("--plugins", type=int, help="build only the first N plugins in the non-seed rows")
+    p.add_argument("--safety-factor", type=float, default=None, help="SKILLBUILD_SAFETY_FACTOR (default: unset)")
+    p.add_argument("--workers", default="default", help="comma-separated: 'default' (plain doit) or N (doit -n N)")
+    p.add_argument("--par-type", default="process", choices=("process", "thread"), help="doit -P for --workers rows")
+    p.add_argument("--seed-rows", default="seed", help=f"comma-separated from {', '.join(SEED_PRESETS)}; '' for none")
     p.add_argument("--seed-plugins", type=int, default=20, help="plugins the seed rows build (extrapolated)")
-    p.add_argument("--timeout", type=float, default=900, help="real seconds one row may take before it is killed")
+    p.add_argument("--repeat", type=int, default=1, help="runs per non-seed row; the median is reported")
+    p.add_argument("--timeout", type=float, default=900, help="real seconds one run may take before it is killed")
     p.add_argument("--keep", type=Path, help="work here and keep the folders (logs, audit DBs)")
     args = p.parse_args()
-    names = [n.strip() for n in args.rows.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ROWS]
-    if unknown:
-        p.error(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
     if not (args.corpus / ".claude-plugin" / "marketplace.json").is_file():
         p.error(f"{args.corpus} is not a marketplace (no .claude-plugin/marketplace.json); pass --corpus DIR")
+    bench, rows = Bench(args), parse_rows(args)
     work = args.keep or Path(tempfile.mkdtemp(prefix="skillbuild-quota-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"corpus {args.corpus}; 1 simulated minute = 1 real second; quota {RPM} rpm, {RPD} rpd; latency "
+    print(f"corpus {args.corpus}; quota {args.rpm:g} rpm; 1 simulated minute = {bench.minute:.3g} real s; latency "
           f"{LATENCY[0]:g}-{LATENCY[1]:g} s simulated; work folder {work}", flush=True)
-    rows = []
+    results = []
     try:
-        for name in names:
-            spec = ROWS[name]
-            limit = args.seed_plugins if "preset" in spec else args.plugins
-            row = run_row(name, spec, args.corpus, work, limit, args.timeout)
-            rows.append(row)
-            print(f"{name}: {row.plugins} plugins, {row.calls} calls, {row.http_429} 429s, {row.violations} "
-                  f"violations, {row.wall_s:.1f} simulated min, exit {row.exit_code}", flush=True)
+        for row in rows:
+            seed = row.preset in SEED_PRESETS
+            runs = []
+            for _ in range(1 if seed else args.repeat):
+                o = bench.run(row, work, args.seed_plugins if seed else args.plugins)
+                runs.append(o)
+                print(f"{row.name}: {o.plugins} plugins, {o.calls} calls, {o.violations} violations, "
+                      f"{bench.ratio(o):.2f}x the quota minimum, {o.in_flight} calls in flight at most, "
+                      f"peak PSS {o.peak_pss_mb:.0f} MB, exit {o.exit_code}", flush=True)
+            results.append((median_outcome(runs, bench), runs))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print()
-    print(table(rows))
-    if any(r.extrapolated for r in rows):
-        print("\n* extrapolated from the plugins built: calls and the span (first to last request, the seed's "
-              "rest every 10 plugins included) scale with the plugin count; startup and shutdown count once")
-    print()
-    for line in verdicts(rows):
-        print(line)
+    print(table(results, bench))
+    if any(o.extrapolated for o, _ in results):
+        print("\n* extrapolated to the whole corpus: the span scales with the plugin count")
+    ours = [o for o, _ in results if o.row.preset not in SEED_PRESETS]
+    for seed in (o for o, _ in results if o.row.preset in SEED_PRESETS):
+        for o in ours:
+            print(f"{o.row.name} vs {seed.row.name}: {bench.span_min(seed) / bench.span_min(o):.1f}x faster")
+    default = next((o for o in ours if o.row.workers == "default"), None)
+    if default is not None:
+        print(f"default doit: {bench.ratio(default):.2f}x the quota minimum, {default.violations} violations")
     return 0
 
 

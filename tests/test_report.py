@@ -126,7 +126,7 @@ def test_report_page_states_the_db_figures(tmp_path):
     assert 'class=over' in page  # today's 7 calls exceed the quota of 5
 
 
-@pytest.mark.parametrize("cli, budget, basis", [({}, "500", "rpd 1500 / safety factor 3"),
+@pytest.mark.parametrize("cli, budget, basis", [({}, "1500", "rpd 1500 / safety factor 1"),
                                                 ({"rpd": "900", "safety_factor": "2"}, "450", "rpd 900 / safety factor 2")])
 def test_doit_report_quota_is_the_budget_the_throttle_enforces(tmp_path, cli, budget, basis):
     from types import SimpleNamespace

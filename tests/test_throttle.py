@@ -399,7 +399,7 @@ def test_limits_from_settings_overlays_the_preset():
     with pytest.raises(ValueError, match="pace_preset='fast' is unknown"):
         limits_from_settings(SimpleNamespace(pace_preset="fast"))
     with pytest.raises(ValueError, match="SKILLBUILD_RPD"):
-        limits_from_settings(SimpleNamespace(pace_preset=None, rpd=2))
+        limits_from_settings(SimpleNamespace(pace_preset=None, rpd=2, safety_factor=3))  # budget below one call
     with pytest.raises(ValueError, match="must be a int"):
         limits_from_settings(SimpleNamespace(pace_preset=None, rpd="many"))
     with pytest.raises(ValueError, match="IANA"):

@@ -234,6 +234,7 @@ def test_gate_failures_get_one_repair_and_a_bad_repair_keeps_the_old_file(vx, ma
 
 def test_sigkill_and_restart_pays_no_finished_call_twice(vx, market, tmp_path):
     vx.server.config.latency = (0.25, 0.25)  # a window to kill in while plugins remain
+    vx.env["SKILLBUILD_MAX_WORKERS"] = "1"  # one plugin at a time, so some remain after the first one finished
     log = tmp_path / "killed.log"
     proc = vx.popen(log=log)
     wait_for(log, lambda text: " generate success " in text, proc)
@@ -261,6 +262,7 @@ def test_sigkill_and_restart_pays_no_finished_call_twice(vx, market, tmp_path):
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "two-workers"])
 def test_sigterm_saves_doit_state(vx, market, tmp_path, workers):
     vx.server.config.latency = (0.25, 0.25)
+    vx.env["SKILLBUILD_MAX_WORKERS"] = "1"  # "one-process": doit's plain runner, plugins one after another
     log = tmp_path / "terminated.log"
     proc = vx.popen(*workers, log=log)
     wait_for(log, lambda text: " generate success " in text, proc)

@@ -229,6 +229,7 @@ def write_report(settings, market) -> TaskFailed | None:
 def print_plan(settings, market, mode: str | None = None) -> TaskFailed | None:
     """`doit plan [mode=batch]`: computed from files and recorded data only; a bad setting fails with its name."""
     from skillbuild import build, calls, planning
+    from skillbuild.calls import workers
     from skillbuild.providers import ProviderError
 
     try:
@@ -237,6 +238,7 @@ def print_plan(settings, market, mode: str | None = None) -> TaskFailed | None:
                                   throttle)
     except (ValueError, RuntimeError, ProviderError, FileNotFoundError) as exc:
         return TaskFailed(f"plan: {exc}")
+    plan.workers = workers.decide(settings, latency_s=plan.averages.latency_s)
     print(planning.format_plan(plan), flush=True)
     if plan.plugins and settings.provider != "offline":
         from skillbuild.calls.spend import plan_line

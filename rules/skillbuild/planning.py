@@ -11,7 +11,6 @@ counts as a call.
 """
 from __future__ import annotations
 
-import math
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -64,6 +63,7 @@ class Plan:
     price_out: float
     limits: Limits | None = None
     snapshot: dict[str, Any] | None = None
+    workers: Any = None  # calls.workers.Workers: what a plain `doit` runs with
 
     @property
     def calls(self) -> int:
@@ -218,6 +218,8 @@ def format_plan(plan: Plan) -> str:
         note = f" (cached: {', '.join(cached)})" if cached and plan.provider != "offline" else ""
         lines.append(f"{p.key:<{width}}  {p.calls:>5}  {p.input_tokens:>7}  {p.output_tokens:>7}  {p.reason}{note}")
     lines.append("")
+    if plan.workers is not None:
+        lines.append(f"workers: {plan.workers.count} ({plan.workers.why})")
     if plan.provider == "offline":
         lines.append(f"API calls: 0 (the offline provider calls nothing); {len(plan.plugins)} plugin(s) to build")
         return "\n".join(lines)
@@ -248,13 +250,11 @@ def _quota_lines(plan: Plan) -> list[str]:
         line += f"; {plan.calls - snap['remaining']} call(s) must wait for quota resets"
     out.append(line)
     latency = plan.averages.latency_s
-    if latency:
-        # One worker has one call in flight: it cannot beat the latency. Little's law gives the workers
-        # that keep the throttle's pace: calls in flight = latency / interval.
-        serial = plan.calls * max(latency, snap["interval_s"])
-        workers = math.ceil(latency / snap["interval_s"]) + 1
-        out.append(f"  with the recorded latency ({latency:.1f} s per call) one worker needs about "
-                   f"{duration(max(eta, serial))}; `doit -n {workers}` keeps up with the limits")
+    if latency and plan.workers is not None:
+        # Each worker has one call in flight: with too few, the latency and not the quota sets the pace.
+        per_worker = max(latency, snap["interval_s"] * plan.workers.count) / plan.workers.count
+        out.append(f"  with the recorded latency ({latency:.1f} s per call) {plan.workers.count} worker(s) "
+                   f"need about {duration(max(eta, plan.calls * per_worker))}")
     return out
 
 

@@ -145,6 +145,7 @@ def _with_lifecycle(run_all):
             runner.reporter = progress.Recorder(runner.reporter, run.tracker(echo=False))
         unsaved = _guard_state_save(runner)
         status = EXIT_ERROR
+        _streams_back_before_finish(runner)
         try:
             status = run_all(runner, task_dispatcher)
             if unsaved:
@@ -220,3 +221,17 @@ def _say(line: str) -> None:
     stream = sys.__stderr__ or sys.stderr
     stream.write(line + "\n")
     stream.flush()
+
+
+def _streams_back_before_finish(runner) -> None:
+    """doit's thread workers swap `sys.stdout`/`sys.stderr` per action and restore what they found, so two
+    overlapping actions can leave a finished action's capture in place. Put the run's own streams back before
+    `finish()` reports: `-r json` reads its buffer there, and doit prints its errors to them."""
+    streams, finish = (sys.stdout, sys.stderr), runner.finish
+
+    def finish_with_streams():
+        sys.stdout, sys.stderr = streams
+        return finish()
+
+    runner.finish = finish_with_streams
+

@@ -14,7 +14,7 @@ from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
 from skillbuild import build, maintenance, run, statedir
-from skillbuild.calls import spend
+from skillbuild.calls import spend, workers
 from skillbuild.safety import archive, interrupt
 from skillbuild.skill import references
 from skillbuild.ui import lint, progress, status
@@ -92,6 +92,8 @@ def doit_config() -> dict:
         "continue": True,  # one plugin's failure never stops the others
         "subtasks": True,  # `doit list` shows every plugin's tasks
         "reporter": progress.reporter_class(_make_progress),
+        # Workers sized from the plan (calls/workers.py); `-n N` / `-P` on the command line override these.
+        **workers.decide(s).doit_options(),
     }
 
 
