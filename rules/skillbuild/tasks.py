@@ -167,14 +167,16 @@ def _skill_task(s, plugin: Plugin) -> dict | None:
         return {"name": plugin.key, "doc": f"FAILED: {plugin.reason}", "actions": [(build.fail, [s, plugin, rid])]}
     if plugin.state in ("external", "skipped"):  # external source, shadowed copy, empty plugin
         return {"name": plugin.key, "doc": f"skipped: {plugin.reason}", "actions": [(build.skip, [s, plugin, rid])],
-                "uptodate": [config_changed({"skipped": plugin.reason})]}
+                "uptodate": [config_changed({"skipped": plugin.reason})],
+                "meta": {"phase": "skip", "outcome_when_up_to_date": "skipped"}}  # summary counts it as status does
     if plugin.state != "ok":
         return None  # untracked and build_untracked is off: listed by `doit status`, never built
     kept = status.keep_reason(plugin, s.keep_min_bytes, s.provider, build.saved_original_path(s, plugin))
     if kept:
         return {"name": plugin.key, "doc": f"kept: {plugin.relpath(plugin.target)}, {kept}",
                 "actions": [(build.keep, [s, plugin, rid, kept])],
-                "uptodate": [config_changed({"kept": file_xxh3(plugin.target), "why": kept})]}
+                "uptodate": [config_changed({"kept": file_xxh3(plugin.target), "why": kept})],
+                "meta": {"phase": "keep", "outcome_when_up_to_date": "kept"}}
     return {
         "name": plugin.key,
         "doc": f"write {plugin.rel}/{plugin.relpath(plugin.target)}",
