@@ -252,8 +252,14 @@ def _candidate(settings, plugin: Plugin, caller: Caller, step: Step, make: Calla
                original: str | None = None) -> tuple[str, list[str]]:
     """One generation (or repair) call with the original's own frontmatter keys carried over, gated;
     provenance is added only to a candidate that passed."""
+    return gated(settings, plugin, caller, step.call(make).value, original)
+
+
+def gated(settings, plugin: Plugin, caller: Caller, answer: str, original: str | None = None) -> tuple[str, list[str]]:
+    """A provider's answer with the original's keys carried over, and the gates' reasons (the repair's feedback:
+    retention.py computes a repair's cache key from them)."""
     carried = skillmd.carried_keys(original) if original else {}
-    text = skillmd.carry_over(step.call(make).value, carried)
+    text = skillmd.carry_over(answer, carried)
     reasons = gate(settings, plugin, caller.name, text, original)
     if not reasons:
         fields = {**_original_metadata(original), **provenance_fields(settings, plugin, caller.name, caller.model)}

@@ -149,6 +149,8 @@ KEYS: dict[str, Key] = {
     "turso_token_env": Key(str, "TURSO_AUTH_TOKEN", "environment variable holding the Turso auth token"),
     "backup_chunk_size": Key(_positive(int), 1 << 20, "bytes per archive chunk in Turso (at most 4 MiB)"),
     "backup_keep": Key(_positive(int), 10, "pre-change backups kept per plugin (the only one is never deleted)"),
+    "retain_days": Key(_positive(int), 30,
+                       "`doit prune` removes run logs and rejected candidates older than this many days"),
     # watching a run
     "json_lines": Key(_bool, False, "print one JSON object per event instead of plain lines"),
     "lock_wait": Key(_non_negative(float), 0.0, "seconds to wait for another build of the marketplace (0: exit 75)"),
@@ -158,7 +160,7 @@ KEYS: dict[str, Key] = {
 }
 
 # Names `doit name=value` may carry that are task arguments, not settings.
-TASK_ARGS = {"plugin", "at", "backup", "dest", "force", "verify", "live"}
+TASK_ARGS = {"plugin", "at", "backup", "dest", "force", "verify", "live", "cache", "logs", "rejected", "dry"}
 
 
 def _read_pyproject(path: Path) -> dict[str, Any]:

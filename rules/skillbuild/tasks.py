@@ -22,7 +22,7 @@ from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, canonical_hash
 
 __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_backup", "task_restore_offsite",
            "task_backups", "task_restore", "task_report", "task_check",
-           "task_plan", "task_quota"]
+           "task_plan", "task_quota", "task_prune"]
 
 
 def arg(name: str, default: str | None = None) -> str | None:
@@ -244,6 +244,15 @@ def task_report():
     """Write build/<marketplace>/report.html and copy it to build/report.html: success rate, runs, times,
     sizes, calls against the quota."""
     return {"actions": [(maintenance.write_report, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
+
+
+def task_prune():
+    """Remove response cache entries no current input reaches, and logs and rejected candidates older than
+    retain_days: [cache=1] [logs=1] [rejected=1] (none given: all three) [dry=1]; `doit clean prune ...` too."""
+    from skillbuild import retention
+
+    action = (retention.run, [settings(), marketplace(), [k for k in retention.KINDS if flag(k)], flag("dry")])
+    return {"actions": [action], "clean": [action], "uptodate": [False], "verbosity": 2}
 
 
 def task_check():
