@@ -130,7 +130,8 @@ def document(report: Report, command: str, source: Path, with_tests: bool) -> st
         "- *Temp files*: a kill between creating the temp file and renaming it leaves `.skillbuild-*.tmp`. The "
         "next build removes them as soon as it holds the run lock (nothing else can be writing then).",
         f"- *Rows lost*: each of the {led.completed} completed phases (answers in the response cache) must have "
-        "a `success` row in `enhancements`. A kill between an answer and its row is healed by the restart: "
+        "its row in `enhancements`: a success, or a failure of class `gate` or `schema` when the gates refused the "
+        "answer. A kill between an answer and its row is healed by the restart: "
         "doit forgot the task (its state is saved only when a run ends), reruns it, the answer comes from the "
         "cache free of charge, and the row is written then.",
         "- *Paid twice*: the fake server logs a digest of each prompt; a request that arrives after its answer "
@@ -144,8 +145,9 @@ def document(report: Report, command: str, source: Path, with_tests: bool) -> st
         "",
         "On the same sandbox, after the build's kills: `doit -a backup` (local archive, then Turso on a real "
         "sqld) SIGKILLed at random moments of an uninterrupted backup's length, then run to the end and "
-        "`doit backups verify=1`; a 3 MiB incompressible file added (so the archive is new) and sqld SIGKILLed "
-        "while `doit backup` uploads 16 KiB chunks, restarted on its data, and `doit backup` run again (it must "
+        "`doit backups verify=1`; an 8 MiB incompressible file added (so the archive is new) and sqld SIGKILLed "
+        "while `doit backup` uploads 16 KiB chunks (up to three tries, should one upload finish first), "
+        "restarted on its data, and `doit backup` run again (it must "
         "resume: chunks already there are not sent again); `doit restore plugin=K` SIGKILLed at random moments "
         "of an uninterrupted restore's length, each followed by a restore run to the end (the plugin folder must "
         "then be whole: as built or as the backup holds it); a synthetic build with its `cache_root` on a "

@@ -242,7 +242,7 @@ def test_kills_during_backup_restore_and_an_offsite_upload_leave_nothing_behind(
     assert ops.half_restored_after_rerun == [] and set(ops.restore_exits) == {0}
     assert ops.leftovers == [] and ops.journal_entries == 0
     assert report.differences == [] and report.partial == [] and report.ledger.paid_twice == []
-    assert ops.billed == report.ledger.requests_total > 0
+    assert ops.billed == ops.ledger.requests_total > 0 and ops.ledger.rows_lost == [] == ops.ledger.paid_twice
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -269,3 +269,14 @@ def test_operation_checks_can_fail(tmp_path):
     problems = ops.problems()
     assert "3 billed call(s) missing from api_calls" in problems and "1 open run(s)" in problems
     assert "half-restored after the next run: after kill 1" in problems
+
+
+def test_an_answer_the_gates_refused_is_not_a_lost_row(tmp_path):
+    from skillbuild.store.audit import AuditDB
+
+    db = AuditDB(tmp_path / "audit.sqlite3")
+    db.record("r1", "alpha", None, "generate", "failure", error_class="gate", error_message="placeholder")
+    db.record("r1", "beta", None, "generate", "failure", error_class="ProviderError", error_message="503")
+    db.record("r1", "gamma", None, "analyse", "success")
+    assert db.answered_steps() == {("alpha", "generate"), ("gamma", "analyse")}
+    assert chaos._success_rows(tmp_path / "audit.sqlite3") == {("alpha", "generate"), ("gamma", "analyse")}

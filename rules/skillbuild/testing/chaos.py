@@ -10,7 +10,8 @@ random moment, at least `kills` times, restarting after each kill. After every k
   gates and carries our provenance; `.skillbuild-*.tmp` files a kill left are counted, and the next run
   must remove them (none may remain at the end);
 - the audit DB passes `PRAGMA integrity_check`; at the end every completed phase (an entry in the
-  response cache) has a success row (rows lost = completed phases without one);
+  response cache) has its row: a success, or a failure of class gate or schema for an answer refused
+  (rows lost = completed phases without one);
 - calls paid twice: the fake server logs a digest of every prompt; a request for work whose answer was
   already in the response cache when the request arrived was paid twice. A request cut by the kill
   before its answer was stored is counted apart (in-flight, re-sent): that money is lost to the kill;
@@ -231,7 +232,7 @@ def _success_rows(db: Path) -> set[tuple[str, str]]:
     if audit is None:
         return set()
     try:
-        return audit.succeeded_steps()
+        return audit.answered_steps()  # an answer the gates refused has its row too (a failure of class gate)
     finally:
         audit.close()
 
@@ -379,7 +380,7 @@ def chaos(source: Path, work: Path, kills: int, *, seed: int = 7, latency: str =
         if backup_kills or restore_kills or sqld_upload or tmpfs_plugins:
             report.ops = _operations(box, settings, server, work, rng, latency, seed, backup_kills, restore_kills,
                                      sqld_upload, tmpfs_plugins, say)
-            report.ledger = ledger(settings, server.stats())  # every request, the operations' reruns included
+            report.ops.ledger = ledger(settings, server.stats())  # every request, the operations' reruns included
     say("uninterrupted reference run on a fresh copy and a fresh server ...")
     with FakeVertex(latency=latency, seed=seed + 1) as server:
         ref.url = server.url

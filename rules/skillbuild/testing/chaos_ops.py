@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from skillbuild.config import PROJECT_ROOT as ROOT
 
@@ -56,6 +57,7 @@ class OpsReport:
     journal_entries: int = 0
     open_runs: int = 0
     notes: list[str] = field(default_factory=list)
+    ledger: Any = None  # chaos.Ledger over every request, the operations' reruns included (set by chaos())
 
     @property
     def billed_missing(self) -> int:
@@ -70,6 +72,8 @@ class OpsReport:
         out += [f"restore exit {e}" for e in self.restore_exits if e != 0]
         out += [f"{self.billed_missing} billed call(s) missing from api_calls"] if self.billed_missing else []
         out += [f"leftover {p}" for p in self.leftovers]
+        if self.ledger is not None:
+            out += [f"row lost: {r}" for r in self.ledger.rows_lost] + [f"paid twice: {p}" for p in self.ledger.paid_twice]
         out += [f"{self.journal_entries} journal entries"] if self.journal_entries else []
         out += [f"{self.open_runs} open run(s)"] if self.open_runs else []
         t = self.tmpfs
@@ -133,33 +137,45 @@ def backup_kills(box, sqld, kills: int, rng: random.Random, log: Path, out: OpsR
 
 
 def sqld_dies_mid_upload(box, settings, sqld, rng: random.Random, log: Path, out: OpsReport) -> None:
-    """A new incompressible file (not a build input: binary) makes a new archive of many chunks."""
+    """A new incompressible file (not a build input: binary) makes a new archive of many chunks; sqld is killed
+    while they are sent. An upload that finished before the kill is tried again with a new file and a shorter
+    wait (three tries)."""
     from skillbuild.testing.chaos import targets
 
     plugin_dir = sorted(p.path for p in targets(settings).values())[0]
     (plugin_dir / "assets").mkdir(exist_ok=True)
-    (plugin_dir / "assets" / "chaos-blob.bin").write_bytes(rng.randbytes(3 << 20))
     env = turso_env(sqld)
-    with open(log, "a") as text:
-        text.write("\n=== doit -a backup, sqld SIGKILLed mid-upload\n")
-        text.flush()
-        proc = subprocess.Popen(_doit(box, "-n", "1", "-a", "backup"), env={**box.env(), **env}, cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        seen = []
-        for line in proc.stdout:  # the local archive is made and printed before the upload starts
-            seen.append(line)
-            if "archive" in line.lower() or "bytes" in line:
-                break
-        time.sleep(rng.uniform(0.2, 1.0))
-        sqld.kill()
-        rest, _ = proc.communicate(timeout=600)
-        text.write("".join(seen) + rest)
-    out.sqld_killed_exit = proc.returncode
-    sqld.start()  # the same data: the chunks committed before the kill are there
+    wait = 0.3
+    for _ in range(3):
+        (plugin_dir / "assets" / "chaos-blob.bin").write_bytes(rng.randbytes(8 << 20))
+        out.sqld_killed_exit = _upload_with_sqld_killed(box, sqld, env, rng.uniform(0.0, wait), log)
+        sqld.start()  # the same data: the chunks committed before the kill are there
+        if out.sqld_killed_exit != 0:
+            break
+        wait /= 3
     again = _run(box, ["-n", "1", "-a", "backup"], log, env)
     out.resume_exit = again.returncode
     out.resume_line = next((ln.strip() for ln in again.stdout.splitlines() if "already there" in ln), "")
     out.resume_verify_exit = _run(box, ["backups", "verify=1"], log, env).returncode
+
+
+def _upload_with_sqld_killed(box, sqld, env: dict, delay: float, log: Path) -> int:
+    """`doit backup`, sqld SIGKILLed `delay` s after the local archive is printed (the upload starts then)."""
+    with open(log, "a") as text:
+        text.write(f"\n=== doit -a backup, sqld SIGKILLed {delay:.3f} s into the upload\n")
+        text.flush()
+        proc = subprocess.Popen(_doit(box, "-n", "1", "-a", "backup"), env={**box.env(), **env}, cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "archive" in line.lower() or "bytes" in line:
+                break
+        time.sleep(delay)
+        sqld.kill()
+        rest, _ = proc.communicate(timeout=600)
+        text.write("".join(seen) + rest)
+    return proc.returncode
 
 
 # ----------------------------------------------------------------------------- restore
@@ -296,6 +312,9 @@ def rows(ops: OpsReport) -> list[tuple[str, str]]:
             ("after the tmpfs grew: rerun exit / requests / requests for prompts already answered",
              f"{t.get('rerun_exit')} / {t.get('rerun_requests')} / {t.get('paid_again')}"),
         ]
+    if ops.ledger is not None:
+        out.append(("after the operations: audit rows lost / calls paid twice for a completed phase",
+                    f"{len(ops.ledger.rows_lost)} of {ops.ledger.completed} / {len(ops.ledger.paid_twice)}"))
     out += [
         ("billed calls (server requests) / `api_calls` rows / missing", f"{ops.billed} / {ops.api_calls_rows} / "
                                                                          f"{ops.billed_missing}"),
