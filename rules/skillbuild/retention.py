@@ -37,8 +37,8 @@ class Pruned:
 
     def lines(self) -> list[str]:
         verb = "would remove" if self.dry else "removed"
-        out = [f"{kind}: {verb} {len(paths)} file(s), {self.bytes[kind]:,} bytes" for kind, paths in self.removed.items()]
-        return out + self.notes
+        return [f"{kind}: {verb} {len(paths)} file(s), {self.bytes[kind]:,} bytes"
+                for kind, paths in self.removed.items()] + self.notes
 
 
 def _size(path: Path) -> int:

@@ -1,4 +1,4 @@
-"""Kills around the build for the chaos check: `doit backup`, `doit restore`, an off-site upload whose sqld dies, a full cache.
+"""Kills around the build for the chaos check: backup, restore, an off-site upload whose sqld dies, a full cache.
 
 Run by `skillbuild.testing.chaos.chaos()` after the build's kills, on the same sandbox and fake server:
 
@@ -64,24 +64,27 @@ class OpsReport:
         return max(0, self.billed - self.api_calls_rows)
 
     def problems(self) -> list[str]:
-        out = [f"backup exit {self.backup_exit}"] if self.backup_exit not in (0, None) else []
-        out += [f"backups verify=1 exit {self.verify_exit}"] if self.verify_exit not in (0, None) else []
-        out += [f"resumed upload exit {self.resume_exit}"] if self.resume_exit not in (0, None) else []
-        out += [f"verify after resume exit {self.resume_verify_exit}"] if self.resume_verify_exit not in (0, None) else []
-        out += [f"half-restored after the next run: {p}" for p in self.half_restored_after_rerun]
-        out += [f"restore exit {e}" for e in self.restore_exits if e != 0]
-        out += [f"{self.billed_missing} billed call(s) missing from api_calls"] if self.billed_missing else []
-        out += [f"leftover {p}" for p in self.leftovers]
-        if self.ledger is not None:
-            out += [f"row lost: {r}" for r in self.ledger.rows_lost] + [f"paid twice: {p}" for p in self.ledger.paid_twice]
-        out += [f"{self.journal_entries} journal entries"] if self.journal_entries else []
-        out += [f"{self.open_runs} open run(s)"] if self.open_runs else []
+        bad_exit = lambda code: code not in (0, None)  # noqa: E731 - None: that part did not run
+        checks = [(bad_exit(self.backup_exit), f"backup exit {self.backup_exit}"),
+                  (bad_exit(self.verify_exit), f"backups verify=1 exit {self.verify_exit}"),
+                  (bad_exit(self.resume_exit), f"resumed upload exit {self.resume_exit}"),
+                  (bad_exit(self.resume_verify_exit), f"verify after resume exit {self.resume_verify_exit}"),
+                  (self.billed_missing > 0, f"{self.billed_missing} billed call(s) missing from api_calls"),
+                  (self.journal_entries > 0, f"{self.journal_entries} journal entries"),
+                  (self.open_runs > 0, f"{self.open_runs} open run(s)")]
         t = self.tmpfs
         if t.get("ran"):
-            out += [f"tmpfs: {t['billed'] - t['api_calls']} billed call(s) missing"] if t["billed"] > t["api_calls"] else []
-            out += [f"tmpfs: exit {t['exit']}, runs.exit_status {t['exit_status']}"] if (
-                t["exit"] == 3 or t["exit"] != t["exit_status"]) else []
-            out += [f"tmpfs: {t['tracebacks']} traceback(s)"] if t["tracebacks"] else []
+            checks += [(t["billed"] > t["api_calls"], f"tmpfs: {t['billed'] - t['api_calls']} billed call(s) missing"),
+                       (t["exit"] == 3 or t["exit"] != t["exit_status"],
+                        f"tmpfs: exit {t['exit']}, runs.exit_status {t['exit_status']}"),
+                       (t["tracebacks"] > 0, f"tmpfs: {t['tracebacks']} traceback(s)")]
+        out = [text for failed, text in checks if failed]
+        out += [f"half-restored after the next run: {p}" for p in self.half_restored_after_rerun]
+        out += [f"restore exit {e}" for e in self.restore_exits if e != 0]
+        out += [f"leftover {p}" for p in self.leftovers]
+        if self.ledger is not None:
+            out += [f"row lost: {r}" for r in self.ledger.rows_lost]
+            out += [f"paid twice: {p}" for p in self.ledger.paid_twice]
         return out
 
 
@@ -92,7 +95,8 @@ def _doit(box, *args: str) -> list[str]:
     return [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *args, "provider=vertex"]
 
 
-def _run(box, args: list[str], log: Path, env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
+def _run(box, args: list[str], log: Path, env: dict | None = None,
+         timeout: float = 1800) -> subprocess.CompletedProcess:
     proc = subprocess.run(_doit(box, *args), env={**box.env(), **(env or {})}, cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
     with open(log, "a") as out:

@@ -342,7 +342,8 @@ def _section_failures(d: dict) -> str:
         f'<tr data-plugin="{_e(f["plugin_name"])}" data-phase="{_e(f["phase"])}" data-run="{_e(f["run_id"])}">'
         f'<td>{_e(f["run_id"])}</td><td>{_e(f["plugin_name"])}</td><td>{_e(f["phase"])}</td>'
         f'<td>{_e(f["error_class"])}</td><td>{_e(f["error_message"])}</td></tr>' for f in fails)
-    return ('<h2>Failures</h2><p class="muted">plugin failures newest first, then runs that failed with no plugin failure</p><table id="failures"><tr><th>run</th>'
+    return ('<h2>Failures</h2><p class="muted">plugin failures newest first, then runs that failed with no '
+            'plugin failure</p><table id="failures"><tr><th>run</th>'
             f'<th>plugin</th><th>phase</th><th>class</th><th>reason</th></tr>{rows}</table>')
 
 
