@@ -492,7 +492,7 @@ def rows(report: Report) -> list[tuple[str, str]]:
         ("temp files left by kills / left after the final run", f"{report.temps_after_kills} / "
                                                                 f"{len(report.temps_at_end)}"),
         ("audit DB `PRAGMA integrity_check` failures", str(len(report.integrity_failures))),
-        ("audit rows lost (completed phases without a success row)", f"{len(led.rows_lost)} of {led.completed}"),
+        ("audit rows lost (completed phases without their row)", f"{len(led.rows_lost)} of {led.completed}"),
         ("calls paid twice for a completed phase", str(len(led.paid_twice))),
         ("in-flight calls cut by a kill and sent again", str(led.resent_in_flight)),
         ("requests the server answered / distinct calls needed", f"{led.requests_total} / {led.distinct_keys}"),
