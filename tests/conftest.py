@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+NOT_MARKETPLACE = "examples/ci/"  # the CI recipe sits beside the sample marketplace, not in it
 EVENT = re.compile(r"^\d\d:\d\d:\d\d \[\d+/\d+\] (\S+) (analyse|generate|repair|keep|skip|restore) (\S+)", re.M)
 
 
@@ -46,9 +47,11 @@ def copy_examples(dest: Path) -> Path:
     """A pristine copy of examples/: its tracked files only, never what a build (the README's first command) wrote
     there. Outside a git checkout, every file is copied except SKILL.md files that carry our provenance."""
     listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--", "examples"], capture_output=True)
-    tracked = [name for name in listed.stdout.decode().split("\0") if name] if listed.returncode == 0 else []
+    tracked = [name for name in listed.stdout.decode().split("\0")
+               if name and not name.startswith(NOT_MARKETPLACE)] if listed.returncode == 0 else []
     if not tracked:
         shutil.copytree(EXAMPLES, dest, symlinks=True, ignore=_generated_skills)
+        shutil.rmtree(dest / Path(NOT_MARKETPLACE).relative_to("examples"), ignore_errors=True)
         return dest
     for name in tracked:
         src, out = ROOT / name, dest / Path(name).relative_to("examples")

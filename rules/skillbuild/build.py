@@ -24,8 +24,8 @@ from skillbuild.skill.schema import analysis_schema, schema_errors  # noqa: F401
 from skillbuild.store import writing
 from skillbuild.store.audit import AuditDB
 from skillbuild.discovery import Plugin
-from skillbuild.fingerprints import canonical_hash, files_hash, text_hash
-from skillbuild.calls import Caller, caller_for
+from skillbuild.fingerprints import canonical_hash, files_hash, stat_key, text_hash
+from skillbuild.calls import Caller, caller_for, spend
 from skillbuild.providers import ProviderError
 from skillbuild.providers.base import Result, Usage
 
@@ -95,15 +95,24 @@ def settings_hash(settings, provider_name: str) -> str:
 
 
 def provenance_fields(settings, plugin: Plugin, provider_name: str, model: str) -> dict[str, str]:
-    return {
-        "generator": f"skillbuild-{provider_name}",
-        "generator-version": __version__,
-        "model": model,
-        "source-hash": source_hash(plugin)[:16],
-        "analysis-prompt": text_hash(read_prompt(settings, "analysis"))[:16],
-        "generation-prompt": text_hash(read_prompt(settings, "generation"))[:16],
-        "settings": settings_hash(settings, provider_name),
-    }
+    common = _common_fields(settings, provider_name, model)
+    return {"generator": f"skillbuild-{provider_name}", "generator-version": __version__, "model": model,
+            "source-hash": source_hash(plugin)[:16], **common}
+
+
+_COMMON: dict[tuple, tuple[Any, dict[str, str]]] = {}  # each keeps its settings, so no id is reused
+
+
+def _common_fields(settings, provider_name: str, model: str) -> dict[str, str]:
+    """The provenance every plugin shares: worked out once per run while the prompt files stay the same
+    (every plugin's up-to-date check asks for it)."""
+    key = (id(settings), provider_name, model,
+           *(stat_key(prompt_path(settings, phase)) for phase in ("analysis", "generation")))
+    if key not in _COMMON:
+        _COMMON[key] = settings, {"analysis-prompt": text_hash(read_prompt(settings, "analysis"))[:16],
+                                  "generation-prompt": text_hash(read_prompt(settings, "generation"))[:16],
+                                  "settings": settings_hash(settings, provider_name)}
+    return _COMMON[key][1]
 
 
 def expected_provenance(settings) -> Callable[[Plugin], dict[str, str]]:
@@ -180,6 +189,9 @@ def _stopped(plugin: Plugin, phase: str, exc: Exception) -> TaskFailed:
 
 def analyse(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     """Phase 1: analysis through the call path, schema-checked, saved as cache/<m>/analysis/<plugin>.json."""
+    stop = spend.stop_reason(settings, run_id)
+    if stop:
+        return TaskFailed(f"{plugin.name}: {stop}")
     caller = caller_for(settings)
     prompt = read_prompt(settings, "analysis")
     step = Step(settings, plugin, run_id, "analyse", caller, prompt)
@@ -277,6 +289,9 @@ def _carried_note(original: str | None) -> str | None:
 def build_skill(settings, plugin: Plugin, run_id: str) -> TaskFailed | dict:
     """Phase 2: generate, pass the gates (one repair with the reasons), back up, write atomically."""
     assert plugin.target is not None and plugin.path is not None
+    stop = spend.stop_reason(settings, run_id)
+    if stop:
+        return TaskFailed(f"{plugin.name}: {stop}")
     caller = caller_for(settings)
     try:
         return _build_skill(settings, plugin, run_id, caller)

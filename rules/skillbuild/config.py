@@ -60,6 +60,16 @@ def _non_negative(kind: type) -> Callable[[Any], Any]:
     return parse
 
 
+def _between(low: float, high: float, kind: type = int) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        number = kind(value)
+        if not low <= number <= high:
+            raise ValueError(f"expected a number from {low:g} to {high:g}")
+        return number
+
+    return parse
+
+
 def _patterns(value: Any) -> tuple[str, ...]:
     """A list of glob patterns: a TOML list, or a comma-separated string (environment, command line)."""
     items = value.split(",") if isinstance(value, str) else value
@@ -118,6 +128,14 @@ KEYS: dict[str, Key] = {
     "max_bytes": Key(_positive(int), 14000, "largest SKILL.md any provider may write"),
     "offline_min_bytes": Key(_positive(int), 500, "smallest SKILL.md the offline provider may write"),
     "max_body_lines": Key(_positive(int), 500, "longest SKILL.md body, in lines"),
+    # quality and routing (`doit lint`, `doit routing`)
+    "min_quality": Key(_between(0, 100), 60, "`doit lint` exits 1 when a SKILL.md scores below this (0-100)"),
+    "description_limit": Key(_positive(int), 1536,
+                             "characters of a description Claude Code shows; longer ones are cut"),
+    "listing_budget_chars": Key(_positive(int), 8000,
+                                "characters of names and descriptions the skill listing may take (~1% of the context)"),
+    "min_eval_top1": Key(_between(0, 1, float), 0.0,
+                         "`doit routing` exits 1 when evals/triggers.jsonl's top-1 accuracy is below this (0-1)"),
     # vertex
     "model": Key(str, "gemini-2.5-flash", "Gemini model id on Vertex AI (gemini-2.0-flash is retired)"),
     "project": Key(_optional_str, None, "Google Cloud project", env=("GOOGLE_CLOUD_PROJECT",)),
@@ -144,6 +162,15 @@ KEYS: dict[str, Key] = {
     "wait_for_reset": Key(_bool, False, "when today's budget is spent, wait for the reset instead of stopping"),
     "price_input_per_mtok": Key(_non_negative(float), 0.30, "USD per million input tokens, for `doit plan`"),
     "price_output_per_mtok": Key(_non_negative(float), 2.50, "USD per million output tokens, for `doit plan`"),
+    "price_batch_input_per_mtok": Key(_non_negative(float), 0.15, "USD per million input tokens in a batch job"),
+    "price_batch_output_per_mtok": Key(_non_negative(float), 1.25, "USD per million output tokens in a batch job"),
+    "max_cost_usd": Key(_optional(_non_negative(float)), None, "USD one run (online or batch) may spend: a run "
+                        "estimated above it does not start, an online run stops sending when it is reached"),
+    # batch prediction (`doit batch`)
+    "batch_bucket": Key(_optional_str, None, "Cloud Storage bucket for batch input and output (gs://B or B)"),
+    "batch_poll_seconds": Key(_positive(float), 30.0, "first wait between polls of a batch job (backs off to 10x)"),
+    "batch_min_plugins": Key(_non_negative(int), 50, "below this many stale plugins `doit plan mode=batch` "
+                                                     "says batch is not worth it"),
     # backups
     "turso_url_env": Key(str, "TURSO_DATABASE_URL", "environment variable holding the Turso database URL"),
     "turso_token_env": Key(str, "TURSO_AUTH_TOKEN", "environment variable holding the Turso auth token"),
@@ -157,21 +184,18 @@ KEYS: dict[str, Key] = {
     # where state lives
     "cache_root": Key(str, "cache", "rebuildable state (doit state, analysis, response cache)"),
     "build_root": Key(str, "build", "state to keep (audit DB, backups, logs, reports)"),
+    "state_dir": Key(_optional_str, None,
+                     "one folder for all state: cache_root and build_root default to its cache/ and build/ "
+                     "(the installed `skillbuild` command: .skillbuild in the marketplace)"),
 }
 
 # Names `doit name=value` may carry that are task arguments, not settings.
-TASK_ARGS = {"plugin", "at", "backup", "dest", "force", "verify", "live", "cache", "logs", "rejected", "dry"}
+TASK_ARGS = {"plugin", "at", "backup", "dest", "force", "verify", "live", "cancel", "mode", "cache", "logs",
+             "rejected", "dry"}
 
 
 def _read_pyproject(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return data.get("tool", {}).get("skillbuild", {})
+    return _read_toml(path).get("tool", {}).get("skillbuild", {})
 
 
 def _layer(source: str, values: Mapping[str, Any], raw: dict[str, tuple[str, Any]]) -> None:
@@ -297,6 +321,13 @@ class Settings:
         return self._path(self.values["build_root"])
 
     @property
+    def state_dir(self) -> Path | None:  # type: ignore[override]
+        """The one folder of all state (installed `skillbuild`: <marketplace>/.skillbuild), marked by
+        skillbuild/statedir.py so no walk of a marketplace enters it; None: the checkout's cache/ and build/."""
+        chosen = self.values["state_dir"]
+        return self._path(chosen).resolve() if chosen else None
+
+    @property
     def throttle_db(self) -> Path:
         """Shared by every marketplace: the quota belongs to the Google project, not to one marketplace."""
         return self.build_root / "throttle.sqlite3"
@@ -357,6 +388,11 @@ class Settings:
     def report_file(self) -> Path:
         return self.build_dir / "report.html"
 
+    @property
+    def routing_file(self) -> Path:
+        """The last `doit routing` result, for the report page."""
+        return self.build_dir / "routing.json"
+
     def gate_bounds(self, provider_name: str) -> tuple[int, int]:
         low = self.offline_min_bytes if provider_name == "offline" else self.min_bytes
         return low, self.max_bytes
@@ -366,20 +402,61 @@ class Settings:
         return {k: str(getattr(self, k)) for k in keys if not KEYS[k].secret}
 
 
+LOCAL_SETTINGS = ".skillbuild.toml"  # a marketplace's own settings file (installed mode), top-level keys
+INSTALLED_STATE_DIR = ".skillbuild"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _file_layers(home: Path | None, pyproject: Path, raw: dict[str, tuple[str, Any]]) -> None:
+    """The settings files: the checkout's pyproject.toml; in installed mode (`home`: the marketplace root) the
+    installed defaults, then the marketplace's pyproject.toml [tool.skillbuild], then its .skillbuild.toml."""
+    if home is None:
+        _layer(f"{pyproject.name} [tool.skillbuild]", _read_pyproject(pyproject), raw)
+        return
+    _layer("installed default", {"marketplace": str(home), "state_dir": INSTALLED_STATE_DIR}, raw)
+    _layer(f"{home / 'pyproject.toml'} [tool.skillbuild]", _read_pyproject(home / "pyproject.toml"), raw)
+    _layer(str(home / LOCAL_SETTINGS), _read_toml(home / LOCAL_SETTINGS), raw)
+
+
+def _apply_state_dir(raw: dict[str, tuple[str, Any]]) -> None:
+    """state_dir gives cache_root and build_root their defaults; either one set explicitly still wins."""
+    source, state_dir = raw.get("state_dir", ("default", None))
+    if not state_dir:
+        return
+    for key, sub in (("cache_root", "cache"), ("build_root", "build")):
+        raw.setdefault(key, (f"state_dir ({source})", str(Path(str(state_dir)) / sub)))
+
+
 def load_settings(
     cli: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
     pyproject: Path | None = None,
     project_root: Path = PROJECT_ROOT,
+    home: Path | None = None,
 ) -> Settings:
-    """Resolve settings from the three layers; raise ConfigError naming any bad key or value."""
+    """Resolve settings from the layers; raise ConfigError naming any bad key or value.
+
+    `home`: the marketplace root when run as the installed `skillbuild` command; relative paths then resolve
+    against it and state defaults to <home>/.skillbuild. None: the checkout's `doit` (state in its build/, cache/).
+    """
     env = os.environ if env is None else env
+    project_root = home or project_root
     pyproject = pyproject or project_root / "pyproject.toml"
     raw: dict[str, tuple[str, Any]] = {}
-    _layer(f"{pyproject.name} [tool.skillbuild]", _read_pyproject(pyproject), raw)
+    _file_layers(home, pyproject, raw)
     _check_env_names(env)
     _layer("environment", _env_values(env), raw)
     _layer("command line", {k: v for k, v in (cli or {}).items() if k not in TASK_ARGS}, raw)
+    _apply_state_dir(raw)
     values, sources = {}, {}
     for key, spec in KEYS.items():
         source, value = raw.get(key, ("default", spec.default))

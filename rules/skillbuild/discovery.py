@@ -5,6 +5,7 @@ A bad catalog stops the whole load (`DiscoveryError`); a bad plugin only fails t
 """
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import json
 import os
@@ -18,6 +19,7 @@ from skillbuild.config import DEFAULT_EXCLUDE
 from skillbuild.gitignore import Ignores
 from skillbuild.providers.base import InputFile, PluginContext
 from skillbuild.skill.skillmd import read_frontmatter_fields
+from skillbuild.statedir import is_state_dir
 
 CATALOG = Path(".claude-plugin") / "marketplace.json"
 MANIFEST = Path(".claude-plugin") / "plugin.json"  # what makes a folder outside the catalog a plugin
@@ -27,6 +29,9 @@ SECRET_WORD = "*secret*"
 SCRIPT_SUFFIXES = {".py", ".sh", ".bash", ".js", ".mjs", ".cjs", ".ts", ".rb", ".go", ".pl", ".ps1", ".rs"}
 SKIP_DIRS = {".git", "node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", "dist", "build"}
 SNIFF_BYTES = 8192
+# The patterns as one regex each: `is_secret` runs once per file of every plugin on every load.
+_CREDENTIALS = re.compile("|".join(fnmatch.translate(p) for p in SECRET_PATTERNS))
+_SECRET_WORD = re.compile(fnmatch.translate(SECRET_WORD))
 
 
 class DiscoveryError(Exception):
@@ -110,14 +115,13 @@ def load_catalog(root: Path) -> dict[str, Any]:
 
 def looks_like_credentials(name: str) -> bool:
     """Key, certificate and environment files: never read, never sent off-site."""
-    low = name.lower()
-    return any(fnmatch.fnmatch(low, pattern) for pattern in SECRET_PATTERNS)
+    return _CREDENTIALS.match(name.lower()) is not None
 
 
 def is_secret(name: str) -> bool:
     """Never read into a prompt: credentials files, and `*secret*` names that are not Markdown."""
     low = name.lower()
-    return looks_like_credentials(low) or (fnmatch.fnmatch(low, SECRET_WORD) and not low.endswith(".md"))
+    return looks_like_credentials(low) or (_SECRET_WORD.match(low) is not None and not low.endswith(".md"))
 
 
 def find_manifest(folder: Path) -> Path | None:
@@ -138,19 +142,35 @@ def _real(path: str) -> str:
     return os.path.realpath(path)
 
 
+@lru_cache(maxsize=None)
+def _real_folder(path: str) -> str:
+    return _realpath(path)
+
+
+def _realpath(path: str) -> str:
+    """`os.path.realpath`, resolving each parent folder once per load (catalog sources share their parents):
+    a last component that is no symlink (nor `..`) adds itself to its parent's real path."""
+    parent, leaf = os.path.split(path)
+    if leaf in ("", ".", "..") or parent == path or os.path.islink(path):
+        return os.path.realpath(path)
+    return os.path.join(_real_folder(parent), leaf)
+
+
 def _source_folder(root: Path, entry: dict[str, Any], plugin_root: str | None) -> Path:
     """Resolve a relative `source`; raise ValueError when it leaves the marketplace root."""
     source = entry["source"]
     candidates = [root / source]
     if plugin_root:
         candidates.append(root / plugin_root / source)
-    for folder in candidates:
-        if not inside(folder, root):
+    reals = [_realpath(str(folder)) for folder in candidates]  # one resolve each: `inside` and the answer
+    base = _real(str(root)).rstrip(os.sep)
+    for real in reals:
+        if real != base and not real.startswith(base + os.sep):
             raise ValueError(f"catalog entry '{entry.get('name')}': source {source!r} resolves outside the "
                              f"marketplace root {root}; sources must be folders inside it")
-    for folder in candidates:
-        if folder.is_dir():
-            return folder.resolve()
+    for real in reals:
+        if os.path.isdir(real):
+            return Path(real)
     raise ValueError(f"catalog entry '{entry.get('name')}': source folder {source!r} does not exist under {root}")
 
 
@@ -169,6 +189,7 @@ def discover(root: Path, target_template: str = "skills/{name}/SKILL.md", file_m
     Catalog entries come first, so an untracked folder of the same name is the one shadowed.
     """
     root = root.resolve()
+    _real_folder.cache_clear()  # folders resolved by the last load may have become symlinks since
     catalog = load_catalog(root)
     plugin_root = (catalog.get("metadata") or {}).get("pluginRoot")
     plugins: list[Plugin] = []
@@ -254,31 +275,61 @@ def _untracked_folders(root: Path, known: set[Path], exclude: tuple[str, ...]) -
 
     Hidden folders (other tools' manifests such as `.cursor-plugin/`), what the marketplace's .gitignore
     files ignore and the `exclude` patterns (backups, templates, test fixtures) are never searched.
+    One `scandir` per folder searched: its entries say whether a .gitignore or a manifest folder is there.
     """
     found: list[Path] = []
     ignores = Ignores()
-    for dirpath, dirnames, _ in os.walk(root):
-        folder = Path(dirpath)
-        rel = "" if folder == root else folder.relative_to(root).as_posix()
-        ignores.read(rel, folder)
-        dirnames[:] = sorted(d for d in dirnames if _searched(folder / d, f"{rel}/{d}".lstrip("/"), exclude, ignores))
-        if folder == root:
-            continue
-        if folder in known:
-            dirnames[:] = []
-            continue
-        if (folder / MANIFEST).is_file():
-            found.append(folder)
-            dirnames[:] = []
+    known_text = {str(k) for k in known}
+
+    def visit(folder: str, rel: str) -> None:
+        entries = _scan(folder)
+        names = {e.name for e in entries}
+        if ".gitignore" in names:
+            ignores.read(rel, Path(folder))
+        if rel:
+            if folder in known_text:
+                return
+            if ".claude-plugin" in names and os.path.isfile(os.path.join(folder, MANIFEST)):
+                found.append(Path(folder))
+                return
+        for entry in sorted((e for e in entries if _is_dir(e)), key=lambda e: e.name):
+            sub = f"{rel}/{entry.name}" if rel else entry.name
+            if _searched(entry, sub, exclude, ignores):
+                visit(entry.path, sub)
+
+    visit(str(root), "")
     return found
 
 
-def _searched(folder: Path, rel: str, exclude: tuple[str, ...], ignores: Ignores) -> bool:
-    """Whether the untracked search looks inside `folder` (`rel`: its path from the marketplace root)."""
-    name = folder.name
-    if name.startswith(".") or name in SKIP_DIRS or folder.is_symlink():
+def _scan(folder: str) -> list[os.DirEntry]:
+    """A folder's entries; none when it cannot be read (as os.walk skips it)."""
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except OSError:
+        return []
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows a symlink, as os.walk sorts names into folders and files
+    except OSError:
         return False
-    if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(rel, p) for p in exclude):
+
+
+@lru_cache(maxsize=8)
+def _any_of(patterns: tuple[str, ...]) -> re.Pattern:
+    """The `exclude` patterns as one regex (fnmatch's, case-sensitive): asked twice per folder searched."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns) or "(?!)")
+
+
+def _searched(entry: os.DirEntry, rel: str, exclude: tuple[str, ...], ignores: Ignores) -> bool:
+    """Whether the untracked search looks inside the folder `entry` (`rel`: its path from the marketplace root)."""
+    name = entry.name
+    if name.startswith(".") or name in SKIP_DIRS or entry.is_symlink() or is_state_dir(Path(entry.path)):
+        return False
+    pattern = _any_of(exclude)
+    if pattern.match(name) or pattern.match(rel):
         return False
     return not ignores.ignored(rel, is_dir=True)
 
@@ -286,22 +337,25 @@ def _searched(folder: Path, rel: str, exclude: tuple[str, ...], ignores: Ignores
 def _select_inputs(plugin: Plugin, target_template: str, file_max_bytes: int) -> None:
     assert plugin.path is not None
     plugin.target = plugin.path / target_template.format(name=plugin.key)
+    target = str(plugin.target)
     ranked: list[tuple[int, str, Path]] = []
-    for path in _walk_files(plugin):
-        if path == plugin.target:  # never an input to itself
+    base = len(str(plugin.path)) + 1
+    for entry in _walk_files(plugin):
+        if entry.path == target:  # never an input to itself
             continue
-        rel = plugin.relpath(path)
-        reason = _exclusion(plugin, path, rel, file_max_bytes)
+        rel = entry.path[base:].replace(os.sep, "/")  # a Path per file only for the inputs: it runs per load
+        reason, size = _exclusion(plugin, entry, file_max_bytes)
         if reason:
             plugin.excluded.append((rel, reason))
             continue
-        if path.suffix.lower() in SCRIPT_SUFFIXES:
+        if os.path.splitext(entry.name)[1].lower() in SCRIPT_SUFFIXES:
             plugin.scripts.append(rel)
             continue
-        rank = _input_rank(plugin, path, rel)
+        rank = _input_rank(plugin, entry, rel)
         if rank is None:
             continue
-        if _is_binary(path):
+        path = Path(entry.path)
+        if _is_binary(path, size):
             plugin.excluded.append((rel, "binary or not UTF-8 text"))
             continue
         ranked.append((rank, rel, path))
@@ -313,42 +367,52 @@ def _select_inputs(plugin: Plugin, target_template: str, file_max_bytes: int) ->
                             for name in _agent_names(p)})
 
 
-def _walk_files(plugin: Plugin) -> list[Path]:
+def _walk_files(plugin: Plugin) -> list[os.DirEntry]:
+    """Every file of the plugin, folder by folder in name order (a folder's files before its subfolders'),
+    as `os.walk` would list them: one `scandir` per folder, and each entry keeps its stat for `_exclusion`.
+    Symlinked folders are never entered; one leaving the plugin is recorded as excluded."""
     assert plugin.path is not None
-    files: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(plugin.path):
-        folder = Path(dirpath)
-        kept = []
-        for d in sorted(dirnames):
-            if d in SKIP_DIRS:
+    files: list[os.DirEntry] = []
+    pending = [str(plugin.path)]
+    while pending:
+        folder = pending.pop()
+        entries = sorted(_scan(folder), key=lambda e: e.name)
+        subfolders = []
+        for entry in entries:
+            if not _is_dir(entry):
+                files.append(entry)
+            elif entry.name in SKIP_DIRS or is_state_dir(Path(entry.path)):  # skillbuild's own state: never an input
                 continue
-            if (folder / d).is_symlink() and not inside(folder / d, plugin.path):
-                plugin.excluded.append((plugin.relpath(folder / d), "symlink leaving the plugin folder"))
-                continue
-            kept.append(d)
-        dirnames[:] = kept
-        files.extend(folder / name for name in sorted(filenames))
+            elif not entry.is_symlink():
+                subfolders.append(entry.path)
+            elif not inside(Path(entry.path), plugin.path):
+                plugin.excluded.append((plugin.relpath(Path(entry.path)), "symlink leaving the plugin folder"))
+        pending.extend(reversed(subfolders))  # depth first, in name order
     return files
 
 
-def _exclusion(plugin: Plugin, path: Path, rel: str, file_max_bytes: int) -> str | None:
+def _exclusion(plugin: Plugin, entry: os.DirEntry, file_max_bytes: int) -> tuple[str | None, int]:
+    """(why the file is left out or None, its size): the entry's own stat, taken once."""
     assert plugin.path is not None
-    if is_secret(path.name):
-        return "secret-looking file: never read"
-    if path.is_symlink() and not inside(path, plugin.path):
-        return "symlink leaving the plugin folder"
-    if not path.is_file():
-        return "not a regular file"
-    size = path.stat().st_size
+    if is_secret(entry.name):
+        return "secret-looking file: never read", 0
+    if entry.is_symlink() and not inside(Path(entry.path), plugin.path):
+        return "symlink leaving the plugin folder", 0
+    try:
+        if not entry.is_file():
+            return "not a regular file", 0
+        size = entry.stat().st_size
+    except OSError:
+        return "not a regular file", 0
     if size > file_max_bytes:
-        return f"{size} bytes, over the {file_max_bytes}-byte cap"
-    return None
+        return f"{size} bytes, over the {file_max_bytes}-byte cap", size
+    return None, size
 
 
-def _input_rank(plugin: Plugin, path: Path, rel: str) -> int | None:
+def _input_rank(plugin: Plugin, entry: os.DirEntry, rel: str) -> int | None:
     """Priority of a file as a provider input (lower first); None when it is not an input."""
     lower = rel.lower()
-    if plugin.manifest_path and path == plugin.manifest_path:
+    if plugin.manifest_path and entry.path == str(plugin.manifest_path):
         return 0
     if "/" not in rel and lower.startswith("readme") and lower.endswith(".md"):
         return 1
@@ -356,20 +420,21 @@ def _input_rank(plugin: Plugin, path: Path, rel: str) -> int | None:
         return 2
     if lower.startswith("agents/") and lower.endswith(".md"):
         return 3
-    if lower.startswith("skills/") and path.name == "SKILL.md":
+    if lower.startswith("skills/") and entry.name == "SKILL.md":
         return 4
     if lower in ("hooks/hooks.json", ".mcp.json"):
         return 5
     return None
 
 
-def _is_binary(path: Path) -> bool:
+def _is_binary(path: Path, size: int) -> bool:
+    """NUL bytes or bytes that are not UTF-8 in the first block (a character cut by its end is no fault)."""
     with path.open("rb") as handle:
-        head = handle.read()
-    if b"\x00" in head[:SNIFF_BYTES]:
+        head = handle.read(SNIFF_BYTES)
+    if b"\x00" in head:
         return True
     try:
-        head.decode("utf-8")
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) >= size)
     except UnicodeDecodeError:
         return True
     return False

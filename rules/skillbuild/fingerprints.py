@@ -24,6 +24,22 @@ def file_xxh3(path: str | os.PathLike) -> str:
     return _file_digest(path, xxhash.xxh3_128())
 
 
+_DIGESTS: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+
+
+def file_xxh3_once(path: str | os.PathLike) -> str:
+    """`file_xxh3`, computed again only when the file's `stat_key` changed: for a file every plugin's
+    up-to-date check hashes (the prompts)."""
+    key, name = stat_key(path), os.fspath(path)
+    seen = _DIGESTS.get(name)
+    if key is not None and seen and seen[0] == key:
+        return seen[1]
+    digest = file_xxh3(path)
+    if key is not None:
+        _DIGESTS[name] = (key, digest)
+    return digest
+
+
 class XXHashChecker(FileChangedChecker):
     """mtime first (unchanged means same), then size (different means changed), then the xxh3 digest.
 
@@ -55,10 +71,36 @@ def text_hash(text: str | bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def stat_key(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
+    """What changes whenever a file's bytes may have: inode, size, mtime and ctime (ns); None when missing.
+
+    ctime cannot be set back by hand (a copy keeping mtime, `touch -d`), so an edit always changes the key."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+_FILES_HASHES: dict[tuple, str] = {}
+
+
 def files_hash(paths: Iterable[Path], root: Path) -> str:
-    """One digest over names and contents, so a rename or an edit both change it."""
+    """One digest over names and contents, so a rename or an edit both change it.
+
+    Remembered for the run by each file's `stat_key`: one load asks it for a plugin's analysis and its
+    SKILL.md both, and the answer is computed again whenever any file may have changed."""
+    paths = list(paths)
+    key = (str(root), tuple((str(p), stat_key(p)) for p in paths))
+    if None not in (k for _, k in key[1]) and key in _FILES_HASHES:
+        return _FILES_HASHES[key]
+    _FILES_HASHES[key] = digest = _files_digest(sorted(paths), root)
+    return digest
+
+
+def _files_digest(paths: list[Path], root: Path) -> str:
     digest = hashlib.sha256()
-    for path in sorted(paths):
+    for path in paths:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()

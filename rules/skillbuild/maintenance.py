@@ -11,6 +11,7 @@ from pathlib import Path
 from doit.exceptions import TaskFailed
 
 from skillbuild import __version__
+from skillbuild.config import KEYS
 from skillbuild.safety import archive, offsite
 
 
@@ -140,6 +141,7 @@ def list_backups(settings, verify: bool) -> TaskFailed | None:
 def check(settings) -> TaskFailed | None:
     """`doit check`: with Vertex, one cheap call through the throttle proves credentials, project,
     location and model; what failed is printed with its fix."""
+    print("\n".join(settings_lines(settings)), flush=True)
     if settings.provider == "offline":
         print("provider: offline: no account is needed; it makes no API calls. To use Gemini on Vertex AI, set "
               "provider=vertex and GOOGLE_CLOUD_PROJECT, then run `doit check` again.", flush=True)
@@ -158,6 +160,15 @@ def check(settings) -> TaskFailed | None:
         return None
     return TaskFailed("Vertex AI is not usable with these settings; fix what the line above names and run "
                       "`doit check` again")
+
+
+def settings_lines(settings) -> list[str]:
+    """Where the marketplace and state are, and every setting not at its default with where it came from."""
+    lines = [f"marketplace: {settings.marketplace}  [{settings.sources['marketplace']}]",
+             f"state: {settings.cache_dir.parent} and {settings.build_root}"]
+    lines += [f"  {key}: {'***' if KEYS[key].secret else settings.values[key]}  [{source}]"
+              for key, source in settings.sources.items() if source != "default" and key != "marketplace"]
+    return lines
 
 
 def _vertex_setting_lines(settings) -> list[str]:
@@ -179,12 +190,13 @@ def _vertex_setting_lines(settings) -> list[str]:
 def print_status(settings, market) -> None:
     """`doit status`: every plugin's state from discovery and provenance, with its last audit outcome."""
     from skillbuild import build
-    from skillbuild.ui import status
+    from skillbuild.ui import lint, status
 
     rows = status.rows(settings, market, build.expected_provenance(settings))
     outcomes = build.open_audit(settings).last_outcomes() if settings.audit_db.exists() else {}
+    scores = {s.key: s.points for s in lint.scores(settings, market)}
     print(f"marketplace: {market.name} ({settings.marketplace}); provider: {settings.provider}")
-    print(status.format_table(rows, outcomes), flush=True)
+    print(status.format_table(rows, outcomes, scores), flush=True)
 
 
 def write_report(settings, market) -> TaskFailed | None:
@@ -198,16 +210,20 @@ def write_report(settings, market) -> TaskFailed | None:
         limits = limits_from_settings(settings)
     except ValueError as exc:
         return TaskFailed(f"report: {exc}")
+    from skillbuild.ui import lint
+
     sizes = {p.key: p.target.stat().st_size for p in market.plugins if p.target and p.target.is_file()}
     out = report.write_html(build.open_audit(settings), settings.report_file, limits.rpd_effective,
-                            skill_sizes=sizes, quota_basis=f"rpd {limits.rpd} / safety factor {limits.safety_factor:g}")
+                            skill_sizes=sizes, quota_basis=f"rpd {limits.rpd} / safety factor {limits.safety_factor:g}",
+                            scores={s.key: s.points for s in lint.scores(settings, market)},
+                            routing=lint.read_saved(settings))
     latest = report.copy_latest(out, settings.latest_report_file)
     print(f"report written to {out} (latest report: {latest})", flush=True)
     return None
 
 
-def print_plan(settings, market) -> TaskFailed | None:
-    """`doit plan`: computed from files and recorded data only; a bad setting fails with its name."""
+def print_plan(settings, market, mode: str | None = None) -> TaskFailed | None:
+    """`doit plan [mode=batch]`: computed from files and recorded data only; a bad setting fails with its name."""
     from skillbuild import build, calls, planning
     from skillbuild.providers import ProviderError
 
@@ -218,6 +234,14 @@ def print_plan(settings, market) -> TaskFailed | None:
     except (ValueError, RuntimeError, ProviderError, FileNotFoundError) as exc:
         return TaskFailed(f"plan: {exc}")
     print(planning.format_plan(plan), flush=True)
+    if plan.plugins and settings.provider != "offline":
+        from skillbuild.calls.spend import plan_line
+
+        print(plan_line(settings, plan.cost), flush=True)
+    if mode == "batch":
+        from skillbuild.calls.batch import format_batch_plan
+
+        print("\n" + format_batch_plan(settings, plan), flush=True)
     return None
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from typing import Callable
 
 from doit.runner import Runner
 
@@ -89,9 +90,10 @@ class BuildRun:
             runlock.release(self.settings.lock_file)
 
 
-def install(settings, run_id: str) -> None:
-    """Give every doit run of this process a lifecycle when it may touch plugins (see the module docstring)."""
-    _state.update(settings=settings, run_id=run_id)
+def install(settings, run_id: str, refusal: Callable[[], str | None] | None = None) -> None:
+    """Give every doit run of this process a lifecycle when it may touch plugins (see the module docstring).
+    `refusal`: asked once before a build run starts; a reason it gives stops the run before anything is sent."""
+    _state.update(settings=settings, run_id=run_id, refusal=refusal)
     if getattr(Runner.run_all, "skillbuild_lifecycle", False):
         return
     Runner.run_all = _with_lifecycle(Runner.run_all)
@@ -108,6 +110,10 @@ def _with_lifecycle(run_all):
         plugins = progress.run_plugins(task_dispatcher.tasks, task_dispatcher.selected_tasks)
         if not plugins or _state["settings"] is None:
             return run_all(runner, task_dispatcher)  # status, backup, report...: no lock, no audit run
+        refused = _state.get("refusal") and _state["refusal"]()
+        if refused:  # e.g. the spending cap: the run does not start, every plugin stays as it is
+            print(f"skillbuild: {refused}", file=sys.stderr, flush=True)
+            return 1  # a task-level failure (exit 3 is for invalid settings only)
         run = BuildRun(_state["settings"], _state["run_id"], plugins, sys.argv[1:]).open()
         _state["current"] = run
         if not getattr(runner.reporter, "shows_progress", False):

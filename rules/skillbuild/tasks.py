@@ -13,16 +13,17 @@ from doit import get_var
 from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
-from skillbuild import build, maintenance, run
+from skillbuild import build, maintenance, run, statedir
+from skillbuild.calls import spend
 from skillbuild.safety import archive, interrupt
-from skillbuild.ui import progress, status
+from skillbuild.ui import lint, progress, status
 from skillbuild.config import ConfigError, load_settings
 from skillbuild.discovery import DiscoveryError, Marketplace, Plugin, discover
-from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, canonical_hash, file_xxh3
+from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, canonical_hash, file_xxh3, file_xxh3_once
 
 __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_backup", "task_restore_offsite",
            "task_backups", "task_restore", "task_report", "task_check",
-           "task_plan", "task_quota", "task_prune"]
+           "task_plan", "task_quota", "task_lint", "task_routing", "task_batch", "task_prune"]
 
 
 def arg(name: str, default: str | None = None) -> str | None:
@@ -46,9 +47,14 @@ def cli_vars() -> dict[str, str]:
     return {name: value for name in names if (value := get_var(name)) is not None}
 
 
+# The marketplace root when the tasks are loaded by the installed `skillbuild` command (skillbuild/cli.py):
+# settings then come from that marketplace and state lives in it. None: the checkout's dodo.py.
+HOME: dict[str, object] = {"path": None}
+
+
 @lru_cache(maxsize=1)
 def settings():
-    return load_settings(cli=cli_vars())
+    return load_settings(cli=cli_vars(), home=HOME["path"])
 
 
 @lru_cache(maxsize=1)
@@ -71,9 +77,11 @@ def doit_config() -> dict:
         build.prompt_path(s, "analysis"), build.prompt_path(s, "generation")
     except (ConfigError, DiscoveryError, FileNotFoundError) as exc:
         raise InvalidDodoFile(f"skillbuild: {exc}") from None
+    statedir.prepare(s)
     s.cache_dir.mkdir(parents=True, exist_ok=True)
     interrupt.install()  # SIGTERM ends the run like Ctrl-C, so doit saves its state
-    run.install(s, run_id())  # lock, audit run and log for any build run, whatever the reporter
+    # lock, audit run and log for any build run, whatever the reporter; the spending cap checked first
+    run.install(s, run_id(), refusal=lambda: spend.run_refusal(s, marketplace()))
     return {
         "backend": "sqlite3",
         "dep_file": str(s.state_file),
@@ -125,7 +133,7 @@ class AnalysisUpToDate:
     def __call__(self, task, values) -> bool:
         made_from = canonical_hash({**_analysis_config(self.settings, self.plugin),
                                     "sources": build.source_hash(self.plugin),
-                                    "prompt": file_xxh3(build.prompt_path(self.settings, "analysis"))})
+                                    "prompt": file_xxh3_once(build.prompt_path(self.settings, "analysis"))})
         task.value_savers.append(lambda: {"made_from": made_from})  # saved when the task runs and succeeds
         if not build.analysis_path(self.settings, self.plugin).is_file():
             return False
@@ -261,10 +269,30 @@ def task_check():
 
 
 def task_plan():
-    """Dry run: stale plugins and why, API calls (cache hits excluded), tokens, cost, quota left, ETA."""
-    return {"actions": [(maintenance.print_plan, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
+    """Dry run: stale plugins and why, API calls (cache hits excluded), tokens, cost, quota left, ETA;
+    mode=batch: batch jobs and their cost."""
+    return {"actions": [(maintenance.print_plan, [settings(), marketplace(), arg("mode")])], "uptodate": [False],
+            "verbosity": 2}
+
+
+def task_batch():
+    """Send every stale plugin's requests as Vertex AI batch jobs into the response cache; cancel=1 cancels."""
+    from skillbuild.calls import batch
+
+    return {"actions": [(batch.run_batch, [settings(), marketplace(), run_id(), flag("cancel")])],
+            "uptodate": [False], "verbosity": 2}
 
 
 def task_quota():
     """Today's API calls and tokens, budget left, 429s, the current pace and a recommendation."""
     return {"actions": [(maintenance.print_quota, [settings()])], "uptodate": [False], "verbosity": 2}
+
+
+def task_lint():
+    """Quality score (0-100) of every SKILL.md and what cost points; fails when one is below min_quality."""
+    return {"actions": [(lint.print_lint, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
+
+
+def task_routing():
+    """Do plugins' trigger phrases pick their own description? Top-1/top-3, confusable pairs, eval file, listing."""
+    return {"actions": [(lint.print_routing, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}

@@ -185,6 +185,10 @@ class Caller:
             return None
         return self._cached(self.generation_request(plugin, analysis, prompt, feedback), _valid_generation)
 
+    def store_answer(self, request: Request, value: Any, usage: Usage) -> None:
+        """Keep an answer that came another way (a batch job) exactly as `_store` keeps a sent one."""
+        self._store(request, value, usage)
+
     # -- the cache
     def _cached(self, request: Request, valid: Callable[[Any], bool]) -> Result | None:
         if self.cache is None:

@@ -175,6 +175,7 @@ class VertexProvider(RemoteProvider):
     name = "vertex"
     service = "Vertex AI"
     max_output_ceiling = MAX_TOKENS_CEILING
+    can_batch = True  # batch prediction: providers/vertex_batch.py
 
     def __init__(self, *, model: str, project: str | None = None, location: str = "us-central1",
                  endpoint: str | None = None, token: str | None = None, request_timeout: float = 120.0,

@@ -29,6 +29,7 @@ from typing import Iterable
 
 from skillbuild.discovery import inside, looks_like_credentials
 from skillbuild.fingerprints import sha256_file  # noqa: F401  (also re-exported)
+from skillbuild.statedir import is_state_dir
 
 CATALOG = PurePosixPath(".claude-plugin/marketplace.json")
 MANIFEST = "manifest.json"
@@ -131,7 +132,8 @@ def _walk(folder: Path, root: Path) -> Iterable[Path]:
     """Files and in-tree file symlinks under `folder`; directory symlinks are not followed."""
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames
-                             if not _skipped(d) and not os.path.islink(os.path.join(dirpath, d)))
+                             if not _skipped(d) and not os.path.islink(os.path.join(dirpath, d))
+                             and not is_state_dir(Path(dirpath, d)))
         for name in sorted(filenames):
             path = Path(dirpath, name)
             if _skipped(name):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from skillbuild.fingerprints import sha256_file  # noqa: F401  (also re-exported)
 from skillbuild.safety.journal import Journal, Unjournalled
+from skillbuild.statedir import is_state_dir
 from skillbuild.store import writing
 
 MANIFEST = "MANIFEST.sha256.json"
@@ -82,6 +83,9 @@ def _scan(root: Path) -> tuple[dict[str, dict], dict[str, str], list[str]]:
     dirs: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         base = Path(dirpath)
+        # skillbuild's own state (a plugin whose source is the marketplace root holds it): never copied, and a
+        # restore never removes it as an extra
+        dirnames[:] = [d for d in dirnames if not is_state_dir(base / d)]
         for name in sorted(dirnames + filenames):
             full = base / name
             rel = full.relative_to(root).as_posix()

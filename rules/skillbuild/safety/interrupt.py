@@ -55,15 +55,20 @@ def _quiet_interrupt(previous):
     def hook(kind, value, tb) -> None:
         if not issubclass(kind, KeyboardInterrupt):
             return previous(kind, value, tb)
-        status = exit_status()
-        what = "terminated (SIGTERM)" if status == EXIT_SIGTERM else "interrupted (Ctrl-C)"
         atexit._run_exitfuncs()  # the run's own exit handlers, before the process ends here
-        sys.stdout.flush()
-        print(f"skillbuild: {what}; finished tasks are saved, run the same command again to continue "
-              f"(exit status {status})", file=sys.stderr, flush=True)
-        os._exit(status)
+        os._exit(farewell())
 
     return hook
+
+
+def farewell() -> int:
+    """Say what ended the run and return its exit status (the `skillbuild` command returns it from main)."""
+    status = exit_status()
+    what = "terminated (SIGTERM)" if status == EXIT_SIGTERM else "interrupted (Ctrl-C)"
+    sys.stdout.flush()
+    print(f"skillbuild: {what}; finished tasks are saved, run the same command again to continue "
+          f"(exit status {status})", file=sys.stderr, flush=True)
+    return status
 
 
 def _watch(main_ident: int) -> None:

@@ -175,7 +175,11 @@ def content_hash(text: str) -> str:
 def is_hand_written(text: str) -> bool:
     """Not ours (no provenance), or ours edited by hand since it was written (its content hash no longer
     matches). Provenance older than the content hash counts as ours, unedited."""
-    mark = provenance(text)
+    return hand_written_given(text, provenance(text))
+
+
+def hand_written_given(text: str, mark: dict[str, str] | None) -> bool:
+    """`is_hand_written` when the caller parsed the provenance (`mark`) already."""
     if mark is None:
         return True
     recorded = mark.get(CONTENT_HASH)

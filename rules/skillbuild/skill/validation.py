@@ -63,6 +63,32 @@ def check_skill(text: str, skill_name: str, *, min_bytes: int, max_bytes: int, m
     return reasons
 
 
+def lint_skill(text: str, skill_dir: Path, *, max_bytes: int, max_body_lines: int) -> list[str]:
+    """The checks that apply to any SKILL.md, hand-written ones included (the pre-commit hook, skillbuild/hook.py):
+    the Agent Skills spec, placeholders, secrets, relative links, empty sections and the size budget.
+
+    Not the checks that judge model output against the plugin or an original (never-worse, allowed-tools,
+    hosts, slash commands and agents), and no minimum size: a short hand-written skill is the maintainer's call.
+    """
+    if text.lstrip().startswith(("```", "~~~")):
+        return ["the file is wrapped in a code fence; it must start with '---' frontmatter"]
+    try:
+        meta, body = skillmd.parse(text)
+    except skillmd.FrontmatterError as exc:
+        return [f"frontmatter: {exc}"]
+    from skills_ref.validator import validate_metadata
+
+    reasons = [f"frontmatter: {r}" for r in validate_metadata(meta, skill_dir)]
+    reasons += _frontmatter_rules(meta)
+    reasons += _size_rules(text, body, 1, max_bytes, max_body_lines)
+    reasons += _content_rules(text, body)
+    reasons += _markdown_rules(text, skill_dir)
+    found = secrets.findings(text)
+    if found:
+        reasons.append("secrets: a credential is present (value withheld): " + ", ".join(found[:5]))
+    return reasons
+
+
 def _markdown_rules(text: str, skill_dir: Path | None) -> list[str]:
     reasons = []
     empty = markdown.empty_sections(text)

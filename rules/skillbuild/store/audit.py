@@ -108,6 +108,30 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "3: how many credential-looking values were redacted from a step's inputs (never the values)",
         ["ALTER TABLE enhancements ADD COLUMN redacted_count INTEGER"],
     ),
+    (
+        "4: batch prediction jobs (`doit batch`), and api_calls rows marked online or batch",
+        [
+            """CREATE TABLE batch_jobs (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                phase TEXT NOT NULL,
+                request_hash TEXT NOT NULL,
+                request_count INTEGER NOT NULL,
+                input_uri TEXT NOT NULL,
+                output_uri TEXT NOT NULL,
+                display_name TEXT NOT NULL,
+                state TEXT NOT NULL,
+                job_name TEXT,
+                run_id TEXT,
+                created TEXT NOT NULL,
+                updated TEXT NOT NULL,
+                succeeded INTEGER,
+                failed INTEGER
+            )""",
+            "CREATE INDEX batch_jobs_hash ON batch_jobs (phase, request_hash)",
+            "ALTER TABLE api_calls ADD COLUMN mode TEXT NOT NULL DEFAULT 'online'",
+            "ALTER TABLE api_calls ADD COLUMN cost_usd REAL",
+        ],
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -333,7 +357,7 @@ class AuditDB:
         try:
             conn.executemany(
                 "INSERT INTO api_calls (run_id, plugin_name, phase, time, status, latency_seconds, input_tokens,"
-                " output_tokens, retried, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " output_tokens, retried, error, mode, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             conn.execute("COMMIT")
@@ -353,8 +377,42 @@ class AuditDB:
             int(status) if status is not None else None,
             float(latency) if latency is not None else None,
             attempt.get("input_tokens"), attempt.get("output_tokens"), int(bool(retried)),
-            self._clean(str(error), secrets) if error else None,
+            self._clean(str(error), secrets) if error else None, attempt.get("mode", "online"),
+            attempt.get("cost_usd"),
         )
+
+    # batch jobs (skillbuild/calls/batch.py) -------------------------------------------------------
+
+    def batch_job_open(self, phase: str, request_hash: str, count: int, input_uri: str, output_uri: str,
+                       display_name: str, run_id: str) -> int:
+        """The intent row, written before the job is created: state `submitting`, no job name yet."""
+        now = utc_now()
+        cur = self.connection().execute(
+            "INSERT INTO batch_jobs (phase, request_hash, request_count, input_uri, output_uri, display_name, state,"
+            " run_id, created, updated) VALUES (?, ?, ?, ?, ?, ?, 'submitting', ?, ?, ?)",
+            (phase, request_hash, count, input_uri, output_uri, display_name, run_id, now, now))
+        return cur.lastrowid
+
+    def batch_job_update(self, row_id: int, **fields: Any) -> None:
+        """Set job_name, state, succeeded or failed of one batch_jobs row."""
+        unknown = set(fields) - {"job_name", "state", "succeeded", "failed"}
+        if unknown:
+            raise TypeError(f"unknown batch_jobs field(s) {', '.join(sorted(unknown))}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self.connection().execute(f"UPDATE batch_jobs SET {sets}, updated = ? WHERE id = ?",
+                                  (*fields.values(), utc_now(), row_id))
+
+    def run_spend(self, run_id: str, price_in: float, price_out: float) -> float:
+        """USD one run's api_calls cost: batch rows at their recorded batch price, online rows at these prices."""
+        row = self.query("SELECT COALESCE(SUM(CASE WHEN mode = 'batch' THEN cost_usd ELSE"
+                         " (COALESCE(input_tokens, 0) * ? + COALESCE(output_tokens, 0) * ?) / 1e6 END), 0)"
+                         " FROM api_calls WHERE run_id = ?", (price_in, price_out, run_id))[0]
+        return float(row[0])
+
+    def batch_jobs(self, states: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """batch_jobs rows, oldest first; only those in `states` when given."""
+        rows = self.query("SELECT * FROM batch_jobs ORDER BY id")
+        return [dict(r) for r in rows if states is None or r["state"] in states]
 
     # reads ----------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The one atomic write every writer uses (marketplace, cache, backups, reports), and the pre-change backup.
+"""The one atomic write every writer uses (marketplace, cache, journal, reports), and what a killed write leaves.
 
 Atomic means a temp file in the same folder, fsync, `os.replace`, fsync of the folder: a reader or a
 crash sees the old file or the complete new one, never a part. Temp names start with `.skillbuild-`

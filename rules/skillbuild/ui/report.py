@@ -21,6 +21,7 @@ from skillbuild.store.writing import atomic_copy, atomic_write
 
 TARGET_BYTES = (8000, 14000)  # SKILL.md size the generator aims for
 TIME_BINS = (0, 5, 10, 20, 30, 60, 120, 300)  # seconds; the last bin is open-ended
+QUALITY_BINS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)  # quality score; 100 has its own bar
 SIZE_BINS = (0, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000)  # bytes; last open-ended
 STATUS_COLOURS = {"success": "#2e7d32", "failure": "#c62828", "skipped": "#9e9e9e", "kept": "#1565c0"}
 DISCOVERY_STATES = ("fresh", "stale", "kept", "skipped", "failed")  # failed: bad input found by discovery
@@ -100,9 +101,12 @@ def _num(x: float) -> str:
 
 
 def report_data(audit: AuditDB, quota_rpd: int, skill_sizes: dict[str, int] | None = None,
-                today: str | None = None, quota_basis: str | None = None) -> dict[str, Any]:
+                today: str | None = None, quota_basis: str | None = None, scores: dict[str, int] | None = None,
+                routing: dict | None = None) -> dict[str, Any]:
     """Every figure the page shows. `skill_sizes` (plugin -> bytes on disk) overrides the audit's output_bytes;
-    `quota_basis` says where `quota_rpd` comes from (e.g. "rpd 1500 / safety factor 3")."""
+    `quota_basis` says where `quota_rpd` comes from (e.g. "rpd 1500 / safety factor 3"); `scores`: plugin ->
+    quality score (skill/quality.py); `routing`: the last `doit routing` result (ui/lint.py `saved`)."""
+    scores = scores or {}
     built, failed, pct = audit.success_rate()
     seconds = audit.plugin_seconds()
     sizes = skill_sizes if skill_sizes is not None else audit.skill_sizes()
@@ -131,6 +135,9 @@ def report_data(audit: AuditDB, quota_rpd: int, skill_sizes: dict[str, int] | No
         "quota_rpd": quota_rpd,
         "quota_basis": quota_basis,
         "failures": audit.failures(limit=1_000_000),  # every one the DB holds
+        "scores": scores,
+        "quality_bins": histogram(scores.values(), QUALITY_BINS),
+        "routing": routing,
     }
 
 
@@ -347,9 +354,36 @@ def _section_failures(d: dict) -> str:
             f'<th>plugin</th><th>phase</th><th>class</th><th>reason</th></tr>{rows}</table>')
 
 
+def _section_quality(d: dict) -> str:
+    scores = d.get("scores") or {}
+    if not scores:
+        return '<h2>Quality scores</h2><p id="quality-none">No SKILL.md scored yet.</p>'
+    bins = d["quality_bins"]
+    values = list(scores.values())
+    facts = (f'<p>mean <span id="quality-mean">{sum(values) / len(values):.1f}</span>, minimum '
+             f'<span id="quality-min">{min(values)}</span> of <span id="quality-count">{len(values)}</span> files '
+             '(rubric: docs/quality.md; <code>doit lint</code> lists what cost points)</p>')
+    return ("<h2>Quality scores</h2>" + facts
+            + svg_bars("chart-quality", [b for b, _ in bins], [("files", "#ef6c00", [c for _, c in bins])])
+            + _bins_table("quality-histogram", bins, "points"))
+
+
+def _section_routing(d: dict) -> str:
+    found = d.get("routing")
+    if not found:
+        return '<h2>Trigger routing</h2><p id="routing-none">Run <code>doit routing</code> to measure it.</p>'
+    lines = [found.get("summary"), found.get("evals_summary")]
+    facts = "".join(f'<p class="routing-summary">{_e(x)}</p>' for x in lines if x)
+    rows = "".join(f'<tr data-a="{_e(a)}" data-b="{_e(b)}" data-phrases="{n}"><td>{_e(a)}</td><td>{_e(b)}</td>'
+                   f'<td class="n">{n}</td></tr>' for a, b, n in found.get("confusable", []))
+    return ("<h2>Trigger routing</h2>" + facts + '<p class="muted">most confusable pairs: trigger phrases of one '
+            'plugin that pick the other</p><table id="confusable"><tr><th>plugin</th><th>confused with</th>'
+            f"<th>phrases</th></tr>{rows}</table>")
+
+
 def render_html(d: dict) -> str:
     body = "".join([_section_summary(d), _section_runs(d), _section_time(d), _section_sizes(d),
-                    _section_calls(d), _section_failures(d)])
+                    _section_quality(d), _section_routing(d), _section_calls(d), _section_failures(d)])
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>skillbuild report</title>'
             f'<style>{CSS}</style></head><body><h1>skillbuild report</h1>'
             f'<p class="muted">generated <span id="generated">{_e(d["generated"])}</span> from {_e(d["db"])}</p>'
@@ -357,10 +391,12 @@ def render_html(d: dict) -> str:
 
 
 def write_html(audit_db: AuditDB | str | os.PathLike, out_path: str | os.PathLike, quota_rpd: int,
-               skill_sizes: dict[str, int] | None = None, quota_basis: str | None = None) -> Path:
+               skill_sizes: dict[str, int] | None = None, quota_basis: str | None = None,
+               scores: dict[str, int] | None = None, routing: dict | None = None) -> Path:
     """Write the report page (atomically: a reader never sees half a page) and return its path."""
     audit = audit_db if isinstance(audit_db, AuditDB) else AuditDB(audit_db)
-    return atomic_write(out_path, render_html(report_data(audit, quota_rpd, skill_sizes, quota_basis=quota_basis)))
+    return atomic_write(out_path, render_html(report_data(audit, quota_rpd, skill_sizes, quota_basis=quota_basis,
+                                                          scores=scores, routing=routing)))
 
 
 def copy_latest(page: str | os.PathLike, latest: str | os.PathLike) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from skillbuild.skill import skillmd
 from skillbuild.discovery import Marketplace, Plugin
+from skillbuild.fingerprints import stat_key
 
 
 @dataclass
@@ -24,6 +25,36 @@ class Row:
     detail: str
 
 
+@dataclass(frozen=True)
+class Target:
+    """A SKILL.md as read once: its size in bytes, the provenance it carries and whether it counts as
+    hand-written (not its text: a run remembers one of these per plugin)."""
+    size: int
+    mark: dict[str, str] | None
+    hand_written: bool
+
+
+_TARGETS: dict[str, tuple[tuple[int, int, int, int], Target]] = {}
+
+
+def read_target(path: Path | None) -> Target | None:
+    """The SKILL.md at `path`, or None; read and parsed once per run while its `stat_key` stays the same.
+
+    A load asks about each plugin three times (which tasks to make, the skill task, its up-to-date check);
+    the build writing the file changes the key, so a later question reads the new file."""
+    key = stat_key(path) if path is not None else None
+    if key is None or not path.is_file():  # a folder at the target is no SKILL.md either
+        return None
+    seen = _TARGETS.get(str(path))
+    if seen and seen[0] == key:
+        return seen[1]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    mark = skillmd.provenance(text)
+    target = Target(len(text.encode()), mark, skillmd.hand_written_given(text, mark))
+    _TARGETS[str(path)] = (key, target)
+    return target
+
+
 def keep_reason(plugin: Plugin, keep_min_bytes: int, provider: str, saved_original: Path | None = None) -> str:
     """Why the SKILL.md at the target is kept as it is, or "" when it may be rebuilt.
 
@@ -31,14 +62,14 @@ def keep_reason(plugin: Plugin, keep_min_bytes: int, provider: str, saved_origin
     always under the offline provider, whose extractive text could only be worse than a maintainer's; so
     is, under the offline provider, a file of ours that replaced one (`saved_original`: build.py keeps it).
     """
-    text = skillmd.read_hand_written(plugin.target)
-    if text is None:
+    target = read_target(plugin.target)
+    if target is None or not target.hand_written:
         made_from_one = saved_original is not None and saved_original.is_file()
-        if provider == "offline" and made_from_one and plugin.target is not None and plugin.target.is_file():
+        if provider == "offline" and made_from_one and target is not None:
             return "made from a hand-written original, the offline provider never replaces it"
         return ""
-    size = len(text.encode())
-    what = "hand-written" if skillmd.provenance(text) is None else "hand-edited since skillbuild wrote it"
+    size = target.size
+    what = "hand-written" if target.mark is None else "hand-edited since skillbuild wrote it"
     if size >= keep_min_bytes:
         return f"{what}, {size} bytes"
     if provider == "offline":
@@ -52,12 +83,11 @@ def is_kept(plugin: Plugin, keep_min_bytes: int, provider: str, saved_original: 
 
 def staleness(settings, plugin: Plugin, expected: dict[str, str]) -> str:
     """Why the plugin must be rebuilt, or "" when its SKILL.md is current."""
-    target = plugin.target
-    if target is None or not target.is_file():
+    target = read_target(plugin.target)
+    if target is None:
         return "no SKILL.md yet"
-    text = target.read_text(encoding="utf-8", errors="replace")
-    mark = skillmd.provenance(text)
-    if mark is None or skillmd.is_hand_written(text):
+    mark = target.mark
+    if mark is None or target.hand_written:
         return (f"hand-written SKILL.md under {settings.keep_min_bytes} bytes: an input to its replacement, "
                 "which must pass the never-worse gate")
     changed = [k for k, v in expected.items() if mark.get(k) != v]
@@ -108,19 +138,23 @@ class Judged:
         return state in self.states
 
 
-def format_table(table: list[Row], outcomes: dict | None = None) -> str:
-    """Fixed-width text: plugin, state, bytes, last outcome from the audit DB and when, then the detail."""
+def format_table(table: list[Row], outcomes: dict | None = None, scores: dict[str, int] | None = None) -> str:
+    """Fixed-width text: plugin, state, bytes, quality score (when `scores` is given: plugin -> 0-100, `-` for
+    a plugin without a SKILL.md), last outcome from the audit DB and when, then the detail."""
     from skillbuild.ui.report import status_rows
 
     joined = status_rows([(r.key, r.state, r.bytes) for r in table], outcomes or {})
     width = max([len(r.key) for r in table] + [6])
     when = max([len(j.when) for j in joined] + [4])
-    lines = [f"{'plugin':<{width}}  {'state':<7}  {'bytes':>6}  {'last outcome':<18}  {'when':<{when}}  detail"]
+    score_head = "  score" if scores is not None else ""
+    lines = [f"{'plugin':<{width}}  {'state':<7}  {'bytes':>6}{score_head}  {'last outcome':<18}  "
+             f"{'when':<{when}}  detail"]
     for r, audit_row in zip(table, joined):
         size = "-" if r.bytes is None else str(r.bytes)
+        score = f"  {scores.get(r.key, '-'):>5}" if scores is not None else ""
         state = audit_row.state if r.state == "stale" else r.state  # a stale plugin whose last try failed
         detail = r.detail + (f"; last error: {audit_row.error}" if audit_row.error else "")
-        lines.append(f"{r.key:<{width}}  {state:<7}  {size:>6}  {audit_row.last_outcome:<18}  "
+        lines.append(f"{r.key:<{width}}  {state:<7}  {size:>6}{score}  {audit_row.last_outcome:<18}  "
                      f"{audit_row.when:<{when}}  {detail}")
     counts: dict[str, int] = {}
     for line in lines[1:]:

@@ -1,0 +1,141 @@
+"""A no-op run: no SDK, no connection, and the per-run memos never answer for a changed file."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from skillbuild import build
+from skillbuild.discovery import SNIFF_BYTES, discover
+from skillbuild.fingerprints import files_hash
+from skillbuild.ui import status
+from tests.conftest import ROOT, copy_examples
+
+# Runs doit like `python -m doit`, with every socket connection refused and recorded; at exit it writes the
+# modules loaded and the connections tried to the file named by argv[1].
+WRAPPER = """
+import atexit, json, runpy, socket, sys
+out, tried = sys.argv[1], []
+def refuse(self, address, *a, **k):
+    tried.append(repr(address))
+    raise OSError("no connection in a no-op")
+socket.socket.connect = refuse
+socket.socket.connect_ex = refuse
+atexit.register(lambda: open(out, "w").write(json.dumps({"modules": sorted(sys.modules), "connections": tried})))
+sys.argv = ["doit"] + sys.argv[2:]
+runpy.run_module("doit", run_name="__main__")
+"""
+NOT_IN_A_NOOP = ("google", "httpx", "grpc", "requests", "aiohttp", "bm25s", "libsql_client",
+                 "skillbuild.providers.vertex", "skillbuild.testing")
+
+
+def test_offline_noop_imports_no_sdk_and_connects_nowhere(doit, doit_env, tmp_path):
+    first = doit()
+    assert first.returncode == 0, first.stdout + first.stderr
+    record = tmp_path / "noop.json"
+    proc = subprocess.run([sys.executable, "-c", WRAPPER, str(record), "-f", str(ROOT / "dodo.py")],
+                          env=doit_env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert doit.executed(proc) == set(), proc.stdout
+    seen = json.loads(record.read_text())
+    loaded = [m for m in seen["modules"] if any(m == bad or m.startswith(bad + ".") for bad in NOT_IN_A_NOOP)]
+    assert loaded == []
+    assert seen["connections"] == []
+
+
+@pytest.fixture
+def mk(tmp_path):
+    return copy_examples(tmp_path / "m")
+
+
+def inputs_of(root, key="deploy-checker", **kw):
+    plugin = next(p for p in discover(root, **kw).plugins if p.key == key)
+    return plugin, [plugin.relpath(p) for p in plugin.inputs]
+
+
+COMMANDS = "plugins/devops/deploy-checker/commands"
+
+
+def _add(root):
+    (root / COMMANDS / "new.md").write_text("# new\n")
+
+
+def _remove(root):
+    (root / COMMANDS / "rollback-plan.md").unlink()
+
+
+def _rename(root):
+    (root / COMMANDS / "rollback-plan.md").rename(root / COMMANDS / "plan-rollback.md")
+
+
+def _grow(root):
+    path = root / COMMANDS / "rollback-plan.md"
+    path.write_text(path.read_text() + "x" * 5000)
+
+
+def _binary(root):
+    path = root / COMMANDS / "rollback-plan.md"
+    path.write_bytes(path.read_bytes() + b"\x00\x01")
+
+
+@pytest.mark.parametrize("change, gone, new", [
+    (_add, None, "commands/new.md"),
+    (_remove, "commands/rollback-plan.md", None),
+    (_rename, "commands/rollback-plan.md", "commands/plan-rollback.md"),
+    (_grow, "commands/rollback-plan.md", None),  # past file_max_bytes below
+    (_binary, "commands/rollback-plan.md", None),
+])
+def test_every_load_sees_the_inputs_as_they_are_now(mk, change, gone, new):
+    """No discovery result outlives its load: a second load in the same process, after a change, lists the
+    inputs anew, and the input hash (remembered by stat) follows."""
+    before, names = inputs_of(mk, file_max_bytes=4000)
+    hashed = build.source_hash(before)
+    change(mk)
+    after, names_after = inputs_of(mk, file_max_bytes=4000)
+    if gone:
+        assert gone in names and gone not in names_after
+    if new:
+        assert new in names_after and new not in names
+    assert build.source_hash(after) != hashed
+
+
+def test_input_hash_follows_a_same_size_edit(mk):
+    plugin, _ = inputs_of(mk)
+    readme = mk / "plugins/devops/deploy-checker/README.md"
+    first = files_hash(plugin.inputs, plugin.path)
+    data = readme.read_bytes()
+    readme.write_bytes(bytes([data[0] ^ 0x20]) + data[1:])  # same size, different bytes
+    st = readme.stat()
+    os.utime(readme, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # even if the clock had not moved on
+    assert files_hash(plugin.inputs, plugin.path) != first
+
+
+def test_binary_sniff_reads_one_block(mk):
+    folder = mk / COMMANDS
+    late = "# fine\n" + "a" * SNIFF_BYTES
+    (folder / "late.md").write_bytes(late.encode() + b"\xff\xfe")  # bad bytes only after the first block
+    cut = "a" * (SNIFF_BYTES - 1) + "é" + "b" * 10  # a two-byte character cut by the block's end
+    (folder / "cut.md").write_text(cut, encoding="utf-8")
+    (folder / "nul.md").write_bytes(b"# x\n\x00")
+    (folder / "bad.md").write_bytes(b"# x\n\xff")
+    plugin, names = inputs_of(mk, file_max_bytes=100_000)
+    assert "commands/late.md" in names and "commands/cut.md" in names
+    excluded = dict(plugin.excluded)
+    assert excluded["commands/nul.md"] == excluded["commands/bad.md"] == "binary or not UTF-8 text"
+
+
+def test_keep_decision_rereads_a_replaced_skill(mk):
+    """`read_target` remembers a SKILL.md by stat: a file written over it (as a build does) is read again."""
+    plugin, _ = inputs_of(mk)
+    plugin.target.parent.mkdir(parents=True, exist_ok=True)
+    plugin.target.write_text("---\nname: deploy-checker\ndescription: by hand\n---\n" + "hand written\n" * 400)
+    assert status.is_kept(plugin, 1000, "vertex")
+    replacement = plugin.target.with_name("new.md")
+    replacement.write_text("---\nname: deploy-checker\ndescription: short\n---\nshort\n")
+    os.replace(replacement, plugin.target)
+    assert not status.is_kept(plugin, 1000, "vertex")
+    plugin.target.unlink()
+    assert status.read_target(plugin.target) is None
