@@ -2,9 +2,12 @@
 
     python bench/chaos.py [--kills 20] [--corpus PATH | --synthetic N] [--seed S] [--latency 0.05-0.3]
                           [--workers 2] [--markdown] [--with-tests] [--keep DIR]
+                          [--backup-kills 5] [--restore-kills 5] [--no-sqld-upload] [--tmpfs-plugins 40]
 
 The check itself (what is killed, what is checked after every kill and at the end) is
-skillbuild/testing/chaos.py. `--markdown` prints docs/reliability.md (with `--with-tests`, the fault matrix
+skillbuild/testing/chaos.py; the kills around the build (during `doit backup`, `doit restore`, an off-site
+upload whose sqld is killed and restarted, a cache on a 200 KiB tmpfs, which needs root) are
+skillbuild/testing/chaos_ops.py. `--markdown` prints docs/reliability.md (with `--with-tests`, the fault matrix
 and bad-input tables, skillbuild/testing/matrix.py, get their verdicts from running tests/test_faults.py and
 tests/test_bad_input.py in a pytest subprocess).
 """
@@ -34,7 +37,8 @@ def plain(report: Report) -> str:
     lines.append(f"{'result':<{width}}  {'PASS' if report.ok else 'FAIL'} in {report.seconds:.0f} s")
     for label, items in (("partial", report.partial), ("rows lost", report.ledger.rows_lost),
                          ("paid twice", report.ledger.paid_twice), ("differs", report.differences),
-                         ("temp left", report.temps_at_end)):
+                         ("temp left", report.temps_at_end),
+                         ("operations", report.ops.problems() if report.ops else [])):
         lines += [f"  {label}: {item}" for item in items[:10]]
     return "\n".join(lines)
 
@@ -126,7 +130,8 @@ def document(report: Report, command: str, source: Path, with_tests: bool) -> st
         "- *Temp files*: a kill between creating the temp file and renaming it leaves `.skillbuild-*.tmp`. The "
         "next build removes them as soon as it holds the run lock (nothing else can be writing then).",
         f"- *Rows lost*: each of the {led.completed} completed phases (answers in the response cache) must have "
-        "a `success` row in `enhancements`. A kill between an answer and its row is healed by the restart: "
+        "its row in `enhancements`: a success, or a failure of class `gate` or `schema` when the gates refused the "
+        "answer. A kill between an answer and its row is healed by the restart: "
         "doit forgot the task (its state is saved only when a run ends), reruns it, the answer comes from the "
         "cache free of charge, and the row is written then.",
         "- *Paid twice*: the fake server logs a digest of each prompt; a request that arrives after its answer "
@@ -135,6 +140,20 @@ def document(report: Report, command: str, source: Path, with_tests: bool) -> st
         "worker per kill.",
         "- *Runs left open*: the kills that came after the run was opened in the audit DB leave a run without "
         "an end time, which is the honest record of a killed run.",
+        "",
+        "## Kills around the build",
+        "",
+        "On the same sandbox, after the build's kills: `doit -a backup` (local archive, then Turso on a real "
+        "sqld) SIGKILLed at random moments of an uninterrupted backup's length, then run to the end and "
+        "`doit backups verify=1`; an 8 MiB incompressible file added (so the archive is new) and sqld SIGKILLed "
+        "while `doit backup` uploads 16 KiB chunks (up to three tries, should one upload finish first), "
+        "restarted on its data, and `doit backup` run again (it must "
+        "resume: chunks already there are not sent again); `doit restore plugin=K` SIGKILLed at random moments "
+        "of an uninterrupted restore's length, each followed by a restore run to the end (the plugin folder must "
+        "then be whole: as built or as the backup holds it); a synthetic build with its `cache_root` on a "
+        "200 KiB tmpfs (its own fake server), then the tmpfs grown to 64 MiB and the build rerun. Last, one more "
+        "build (which reaps what killed runs left) and the counts of what is left. *Billed calls missing* compares "
+        "the requests the fake server answered with the rows of `api_calls`.",
         "",
         "## Two builds at once",
         "",
@@ -163,6 +182,12 @@ def main() -> int:
     parser.add_argument("--with-tests", action="store_true",
                         help="with --markdown: run the fault and bad-input tests and add their tables")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument("--backup-kills", type=int, default=5, help="SIGKILLs during `doit backup` (default 5)")
+    parser.add_argument("--restore-kills", type=int, default=5, help="SIGKILLs during `doit restore` (default 5)")
+    parser.add_argument("--no-sqld-upload", action="store_true",
+                        help="skip the off-site upload whose sqld is killed and restarted")
+    parser.add_argument("--tmpfs-plugins", type=int, default=40,
+                        help="plugins of the build whose cache is on a 200 KiB tmpfs (0: skip; needs root)")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="skillbuild-chaos-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -171,7 +196,8 @@ def main() -> int:
         source = synthetic_marketplace(work / "source", args.synthetic)
     say = (lambda text: print(text, file=sys.stderr, flush=True))
     report = chaos(source, work, args.kills, seed=args.seed, latency=args.latency, workers=args.workers,
-                   max_delay=args.max_delay, say=say)
+                   max_delay=args.max_delay, backup_kills=args.backup_kills, restore_kills=args.restore_kills,
+                   sqld_upload=not args.no_sqld_upload, tmpfs_plugins=args.tmpfs_plugins, say=say)
     command = (f"python bench/chaos.py --kills {args.kills}" + (f" --synthetic {args.synthetic}" if args.synthetic
                else "" if args.corpus == CORPUS else f" --corpus {args.corpus}")
                + (" --markdown" if args.markdown else "") + (" --with-tests" if args.with_tests else ""))

@@ -221,3 +221,62 @@ def test_run_start_removes_temp_files_a_killed_run_left(doit, market, tmp_path):
     assert list(market.rglob(".skillbuild-*.tmp")) == []
     log = next((tmp_path / "build").glob("*/logs/*.log")).read_text()
     assert "removed 2 temp file(s)" in log
+
+
+# ----------------------------------------------------------------------------- kills around the build
+
+
+def test_kills_during_backup_restore_and_an_offsite_upload_leave_nothing_behind(tmp_path):
+    import re
+
+    source = chaos.synthetic_marketplace(tmp_path / "source", 9)
+    report = chaos.chaos(source, tmp_path / "work", kills=1, latency="0.1-0.2", max_delay=1.0, startup_seconds=1.5,
+                         probe=1, backup_kills=2, restore_kills=2, sqld_upload=True, say=lambda _: None)
+    ops = report.ops
+    assert ops.backup_kills == 2 and (ops.backup_exit, ops.verify_exit) == (0, 0)
+    assert ops.sqld_killed_exit == 1  # the off-site copy failed when sqld died
+    assert (ops.resume_exit, ops.resume_verify_exit) == (0, 0)
+    uploaded, there = map(int, re.search(r"\((\d+) uploaded, (\d+) already there\)", ops.resume_line).groups())
+    assert there > 0 and uploaded > 0  # resumed: the chunks committed before the kill were not sent again
+    assert ops.restore_kills == 2 and ops.restore_plugin == "tool-00"
+    assert ops.half_restored_after_rerun == [] and set(ops.restore_exits) == {0}
+    assert ops.leftovers == [] and ops.journal_entries == 0
+    assert report.differences == [] and report.partial == [] and report.ledger.paid_twice == []
+    assert ops.billed == ops.ledger.requests_total > 0 and ops.ledger.rows_lost == [] == ops.ledger.paid_twice
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_full_cache_disk_run_is_measured_and_unmounted(tmp_path):
+    from skillbuild.testing import chaos_ops
+
+    ops = chaos_ops.OpsReport()
+    chaos_ops.tmpfs_cache(tmp_path, 12, "0.05-0.1", 3, tmp_path / "ops.log", ops)
+    t = ops.tmpfs
+    assert t["ran"] and t["billed"] > 0 and t["rerun_exit"] == 0
+    assert not os.path.ismount(tmp_path / "tmpfs" / "cache")
+
+
+def test_operation_checks_can_fail(tmp_path):
+    """The leftover and billing checks report what they find."""
+    from skillbuild.testing import chaos_ops
+
+    (tmp_path / "p").mkdir()
+    for name in (".tool.partial-12", ".skillbuild-restore-tool-34", ".m.restore-56", "kept.md"):
+        (tmp_path / "p" / name).mkdir()
+    assert [Path(p).name for p in chaos_ops.leftovers(tmp_path)] == [
+        ".m.restore-56", ".skillbuild-restore-tool-34", ".tool.partial-12"]
+    ops = chaos_ops.OpsReport(billed=10, api_calls_rows=7, open_runs=1, half_restored_after_rerun=["after kill 1"])
+    problems = ops.problems()
+    assert "3 billed call(s) missing from api_calls" in problems and "1 open run(s)" in problems
+    assert "half-restored after the next run: after kill 1" in problems
+
+
+def test_an_answer_the_gates_refused_is_not_a_lost_row(tmp_path):
+    from skillbuild.store.audit import AuditDB
+
+    db = AuditDB(tmp_path / "audit.sqlite3")
+    db.record("r1", "alpha", None, "generate", "failure", error_class="gate", error_message="placeholder")
+    db.record("r1", "beta", None, "generate", "failure", error_class="ProviderError", error_message="503")
+    db.record("r1", "gamma", None, "analyse", "success")
+    assert db.answered_steps() == {("alpha", "generate"), ("gamma", "analyse")}
+    assert chaos._success_rows(tmp_path / "audit.sqlite3") == {("alpha", "generate"), ("gamma", "analyse")}

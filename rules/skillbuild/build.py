@@ -342,11 +342,17 @@ def _load_analysis(settings, plugin: Plugin) -> dict:
 
 def _candidate(settings, plugin: Plugin, caller: Caller, step: Step, make: Callable[[], Result],
                original: str | None = None) -> tuple[str, dict[str, str], list[str]]:
-    """One generation (or repair) call with the original's own frontmatter keys carried over, gated with its
-    reference files; provenance (naming each reference file with its hash) is added only to one that passed."""
+    """One generation (or repair) call, gated (see `gated`)."""
+    return gated(settings, plugin, caller, step.call(make), original)
+
+
+def gated(settings, plugin: Plugin, caller: Caller, answer: Result,
+          original: str | None = None) -> tuple[str, dict[str, str], list[str]]:
+    """A provider's answer with the original's own frontmatter keys carried over, gated with its reference files,
+    and the gates' reasons (the repair's feedback: retention.py computes a repair's cache key from them);
+    provenance (naming each reference file with its hash) is added only to one that passed."""
     carried = skillmd.carried_keys(original) if original else {}
-    result = step.call(make)
-    text, files = skillmd.carry_over(result.value, carried), dict(result.files)
+    text, files = skillmd.carry_over(answer.value, carried), dict(answer.files)
     reasons = gate(settings, plugin, caller.name, text, original, files)
     if not reasons:
         fields = {**_original_metadata(original), **provenance_fields(settings, plugin, caller.name, caller.model)}

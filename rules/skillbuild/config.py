@@ -185,6 +185,8 @@ KEYS: dict[str, Key] = {
     "backup_keep_bytes": Key(_non_negative(int), 0,
                              "bytes one plugin's backups may use (hard-linked files count once); the oldest go "
                              "first, never the newest; 0: no byte limit"),
+    "retain_days": Key(_positive(int), 30,
+                       "`doit prune` removes run logs and rejected candidates older than this many days"),
     # watching a run
     "json_lines": Key(_bool, False, "print one JSON object per event instead of plain lines"),
     "lock_wait": Key(_non_negative(float), 0.0, "seconds to wait for another build of the marketplace (0: exit 75)"),
@@ -197,7 +199,8 @@ KEYS: dict[str, Key] = {
 }
 
 # Names `doit name=value` may carry that are task arguments, not settings.
-TASK_ARGS = {"plugin", "at", "backup", "dest", "force", "verify", "live", "cancel", "mode"}
+TASK_ARGS = {"plugin", "at", "backup", "dest", "force", "verify", "live", "cancel", "mode", "cache", "logs",
+             "rejected", "dry"}
 
 
 def _read_pyproject(path: Path) -> dict[str, Any]:

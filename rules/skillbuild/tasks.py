@@ -24,7 +24,7 @@ from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, canonical_hash
 
 __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_backup", "task_restore_offsite",
            "task_backups", "task_restore", "task_report", "task_check",
-           "task_plan", "task_quota", "task_lint", "task_routing", "task_batch"]
+           "task_plan", "task_quota", "task_lint", "task_routing", "task_batch", "task_prune"]
 
 
 def arg(name: str, default: str | None = None) -> str | None:
@@ -183,14 +183,16 @@ def _skill_task(s, plugin: Plugin) -> dict | None:
         return {"name": plugin.key, "doc": f"FAILED: {plugin.reason}", "actions": [(build.fail, [s, plugin, rid])]}
     if plugin.state in ("external", "skipped"):  # external source, shadowed copy, empty plugin
         return {"name": plugin.key, "doc": f"skipped: {plugin.reason}", "actions": [(build.skip, [s, plugin, rid])],
-                "uptodate": [config_changed({"skipped": plugin.reason})]}
+                "uptodate": [config_changed({"skipped": plugin.reason})],
+                "meta": {"phase": "skip", "outcome_when_up_to_date": "skipped"}}  # summary counts it as status does
     if plugin.state != "ok":
         return None  # untracked and build_untracked is off: listed by `doit status`, never built
     kept = status.keep_reason(plugin, s.keep_min_bytes, s.provider, build.saved_original_path(s, plugin))
     if kept:
         return {"name": plugin.key, "doc": f"kept: {plugin.relpath(plugin.target)}, {kept}",
                 "actions": [(build.keep, [s, plugin, rid, kept])],
-                "uptodate": [config_changed({"kept": file_xxh3(plugin.target), "why": kept})]}
+                "uptodate": [config_changed({"kept": file_xxh3(plugin.target), "why": kept})],
+                "meta": {"phase": "keep", "outcome_when_up_to_date": "kept"}}
     return {
         "name": plugin.key,
         "doc": f"write {plugin.rel}/{plugin.relpath(plugin.target)}",
@@ -258,6 +260,15 @@ def task_report():
     """Write build/<marketplace>/report.html and copy it to build/report.html: success rate, runs, times,
     sizes, calls against the quota."""
     return {"actions": [(maintenance.write_report, [settings(), marketplace()])], "uptodate": [False], "verbosity": 2}
+
+
+def task_prune():
+    """Remove response cache entries no current input reaches, and logs and rejected candidates older than
+    retain_days: [cache=1] [logs=1] [rejected=1] (none given: all three) [dry=1]; `doit clean prune ...` too."""
+    from skillbuild import retention
+
+    action = (retention.run, [settings(), marketplace(), [k for k in retention.KINDS if flag(k)], flag("dry")])
+    return {"actions": [action], "clean": [action], "uptodate": [False], "verbosity": 2}
 
 
 def task_check():

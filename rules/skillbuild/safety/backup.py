@@ -367,6 +367,7 @@ def restore_plugin(
         written, unchanged = _stage(info.path / FILES, dest, manifest, stage)
         with journal.step("restore", stage=str(stage), dest=str(dest), backup=str(info.path)):
             removed = finish_restore(stage, dest, info.path)
+        shutil.rmtree(stage, ignore_errors=True)  # its folders, emptied by the moves; journalled until gone
     files, links, dirs = _scan(dest)
     problems = _compare(manifest, files, links, dirs, where=dest)
     if problems:

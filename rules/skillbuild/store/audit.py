@@ -600,6 +600,12 @@ class AuditDB:
         rows = self.query("SELECT DISTINCT plugin_name, phase FROM enhancements WHERE status = 'success'")
         return {(r[0], r[1]) for r in rows}
 
+    def answered_steps(self) -> set[tuple[str, str]]:
+        """{(plugin, phase)} whose answer is on record: a success, or an answer the gates or the schema refused."""
+        rows = self.query("SELECT DISTINCT plugin_name, phase FROM enhancements WHERE status = 'success'"
+                          " OR (status = 'failure' AND error_class IN ('gate', 'schema'))")
+        return {(r[0], r[1]) for r in rows}
+
     def open_runs(self) -> int:
         """Runs started and never closed: killed before their end and not yet closed as `killed` by a later run."""
         return self.query("SELECT COUNT(*) FROM runs WHERE ended IS NULL AND status IS NULL")[0][0]

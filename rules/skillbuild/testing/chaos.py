@@ -10,7 +10,8 @@ random moment, at least `kills` times, restarting after each kill. After every k
   gates and carries our provenance; `.skillbuild-*.tmp` files a kill left are counted, and the next run
   must remove them (none may remain at the end);
 - the audit DB passes `PRAGMA integrity_check`; at the end every completed phase (an entry in the
-  response cache) has a success row (rows lost = completed phases without one);
+  response cache) has its row: a success, or a failure of class gate or schema for an answer refused
+  (rows lost = completed phases without one);
 - calls paid twice: the fake server logs a digest of every prompt; a request for work whose answer was
   already in the response cache when the request arrived was paid twice. A request cut by the kill
   before its answer was stored is counted apart (in-flight, re-sent): that money is lost to the kill;
@@ -39,6 +40,7 @@ from skillbuild.config import PROJECT_ROOT as ROOT, load_settings
 from skillbuild.skill import skillmd
 from skillbuild.store import writing
 from skillbuild.store.audit import AuditDB
+from skillbuild.testing import chaos_ops
 from skillbuild.testing.fakevertex import FakeVertex
 
 TOKEN = "chaos-token-7d1e"
@@ -230,7 +232,7 @@ def _success_rows(db: Path) -> set[tuple[str, str]]:
     if audit is None:
         return set()
     try:
-        return audit.succeeded_steps()
+        return audit.answered_steps()  # an answer the gates refused has its row too (a failure of class gate)
     finally:
         audit.close()
 
@@ -292,12 +294,14 @@ class Report:
     determinism_differ: list[str] = field(default_factory=list)
     seconds: float = 0.0
     command: str = ""
+    ops: chaos_ops.OpsReport | None = None  # kills around the build (backup, restore, off-site, full cache)
 
     @property
     def ok(self) -> bool:
         return not (self.partial or self.temps_at_end or self.integrity_failures or self.ledger.rows_lost
                     or self.ledger.paid_twice or self.differences or self.determinism_differ
-                    or self.final_exit != self.reference_exit or self.noop_calls)
+                    or self.final_exit != self.reference_exit or self.noop_calls
+                    or (self.ops is not None and self.ops.problems()))
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -329,8 +333,10 @@ def run_to_end(box: Sandbox, workers: int, log: Path, timeout: float = 1800) -> 
 
 def chaos(source: Path, work: Path, kills: int, *, seed: int = 7, latency: str = "0.05-0.3", workers: int = 2,
           min_delay: float = 0.0, max_delay: float = 4.0, startup_seconds: float = 3.0, probe: int = 3,
+          backup_kills: int = 0, restore_kills: int = 0, sqld_upload: bool = False, tmpfs_plugins: int = 0,
           say=print) -> Report:
-    """The whole experiment; `source` is a marketplace folder (copied, never touched)."""
+    """The whole experiment; `source` is a marketplace folder (copied, never touched). With `backup_kills`,
+    `restore_kills`, `sqld_upload` or `tmpfs_plugins` the kills around the build follow (testing/chaos_ops.py)."""
     started = time.monotonic()
     rng = random.Random(seed)
     report = Report(command=f"doit -n {workers} provider=vertex")
@@ -370,15 +376,50 @@ def chaos(source: Path, work: Path, kills: int, *, seed: int = 7, latency: str =
         stats["requests"] = stats["requests"][:before]
         report.ledger = ledger(settings, stats)
         report.open_runs = _open_runs(settings.audit_db)
+        built_tree = tree(box.market)  # compared with the reference: the operations below change the folder
+        if backup_kills or restore_kills or sqld_upload or tmpfs_plugins:
+            report.ops = _operations(box, settings, server, work, rng, latency, seed, backup_kills, restore_kills,
+                                     sqld_upload, tmpfs_plugins, say)
+            report.ops.ledger = ledger(settings, server.stats())  # every request, the operations' reruns included
     say("uninterrupted reference run on a fresh copy and a fresh server ...")
     with FakeVertex(latency=latency, seed=seed + 1) as server:
         ref.url = server.url
         report.reference_exit, _ = run_to_end(ref, workers, work / "reference-run.log")
         report.determinism_checked, report.determinism_differ = determinism(ref.settings(), probe)
-    report.differences = tree_differences(box.market, ref.market)
+    ref_tree = tree(ref.market)
+    report.differences = sorted(rel for rel in set(built_tree) | set(ref_tree)
+                                if built_tree.get(rel) != ref_tree.get(rel))
     report.files_compared = len(tree(ref.market))
     report.seconds = time.monotonic() - started
     return report
+
+
+def _operations(box: Sandbox, settings, server, work: Path, rng: random.Random, latency: str, seed: int,
+                backup_kills: int, restore_kills: int, sqld_upload: bool, tmpfs_plugins: int,
+                say) -> chaos_ops.OpsReport:
+    """Kills during `doit backup` (and an off-site upload whose sqld dies), `doit restore`, a full cache disk."""
+    ops, log = chaos_ops.OpsReport(), work / "chaos-ops.log"
+    if backup_kills or sqld_upload:
+        from skillbuild.testing.sqld import SqldServer, find_sqld
+
+        (work / "sqld").mkdir(exist_ok=True)
+        sqld = SqldServer(find_sqld(), work / "sqld").start()
+        try:
+            say(f"{backup_kills} kill(s) during `doit backup` ...")
+            chaos_ops.backup_kills(box, sqld, backup_kills, rng, log, ops)
+            if sqld_upload:
+                say("sqld killed mid-upload, restarted, backup rerun ...")
+                chaos_ops.sqld_dies_mid_upload(box, settings, sqld, rng, log, ops)
+        finally:
+            sqld.stop()
+    if restore_kills:
+        say(f"{restore_kills} kill(s) during `doit restore` ...")
+        chaos_ops.restore_kills(box, settings, restore_kills, rng, log, ops)
+    if tmpfs_plugins:
+        say(f"a build of {tmpfs_plugins} plugins with its cache on a {chaos_ops.TMPFS_SIZE} tmpfs ...")
+        chaos_ops.tmpfs_cache(work, tmpfs_plugins, latency, seed, log, ops)
+    chaos_ops.final(box, settings, server, log, ops)
+    return ops
 
 
 def _one_killed_run(box: Sandbox, workers: int, delay: float, log: Path, during_startup: bool) -> int | None:
@@ -451,7 +492,7 @@ def rows(report: Report) -> list[tuple[str, str]]:
         ("temp files left by kills / left after the final run", f"{report.temps_after_kills} / "
                                                                 f"{len(report.temps_at_end)}"),
         ("audit DB `PRAGMA integrity_check` failures", str(len(report.integrity_failures))),
-        ("audit rows lost (completed phases without a success row)", f"{len(led.rows_lost)} of {led.completed}"),
+        ("audit rows lost (completed phases without their row)", f"{len(led.rows_lost)} of {led.completed}"),
         ("calls paid twice for a completed phase", str(len(led.paid_twice))),
         ("in-flight calls cut by a kill and sent again", str(led.resent_in_flight)),
         ("requests the server answered / distinct calls needed", f"{led.requests_total} / {led.distinct_keys}"),
@@ -462,4 +503,4 @@ def rows(report: Report) -> list[tuple[str, str]]:
         ("fake server deterministic (same request twice, same answer)",
          f"{'yes' if not report.determinism_differ else 'NO: ' + ', '.join(report.determinism_differ)} "
          f"({report.determinism_checked} requests)"),
-    ]
+    ] + (chaos_ops.rows(report.ops) if report.ops is not None else [])

@@ -268,15 +268,18 @@ class RunProgress:
 
     # events ---------------------------------------------------------------------------------------
 
-    def event(self, event: Event) -> str | None:
-        """Record one event: count it, log it, show it. Returns the line written (None if not shown)."""
+    def event(self, event: Event, up_to_date: bool = False) -> str | None:
+        """Record one event: count it, log it, show it. Returns the line written (None if not shown).
+
+        `up_to_date`: doit found the task up to date (a fresh, kept or skipped plugin): counted, shown only
+        with `log_fresh`."""
         event.reason = _one_line(event.reason, self.secrets)
         self.events.append(event)
         if event.calls:
             self.worked.add(event.plugin)
         if event.terminal:
             self.settled.add(event.plugin)
-        if event.outcome == "fresh" and not self.log_fresh:
+        if (up_to_date or event.outcome == "fresh") and not self.log_fresh:
             self._refresh()
             return None
         line = render(event, self.json_lines, f"{len(self.settled)}/{self.total}")
@@ -410,7 +413,8 @@ class Watcher:
         if not _ours(task.name):
             return False
         base, plugin = _split(task)
-        self.progress.event(Event(plugin, TASK_PHASES[base], "fresh"))
+        phase, outcome = up_to_date_outcome(task, TASK_PHASES[base])
+        self.progress.event(Event(plugin, phase, outcome), up_to_date=True)
         return True
 
     def finish(self) -> tuple[Summary, list[str]]:
@@ -535,6 +539,13 @@ def _selected_plugins(tasks: Iterable[str], selected: Iterable[str] | None) -> l
     if not chosen or chosen & set(BUILD_GROUPS):
         return sorted({n.split(":", 1)[1] for n in names})
     return sorted({n.split(":", 1)[1] for n in names if n in chosen})
+
+
+def up_to_date_outcome(task: Any, phase: str) -> tuple[str, str]:
+    """(phase, outcome) of a task doit found up to date: a kept or skipped plugin's task says so in its
+    `meta` (tasks.py), so the summary counts it as `doit status` does, not as fresh."""
+    meta = getattr(task, "meta", None) or {}
+    return meta.get("phase", phase), meta.get("outcome_when_up_to_date", "fresh")
 
 
 def _failure_reason(fail: Any) -> str:

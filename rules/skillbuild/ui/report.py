@@ -25,6 +25,11 @@ QUALITY_BINS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)  # quality score; 10
 SIZE_BINS = (0, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000)  # bytes; last open-ended
 STATUS_COLOURS = {"success": "#2e7d32", "failure": "#c62828", "skipped": "#9e9e9e", "kept": "#1565c0"}
 DISCOVERY_STATES = ("fresh", "stale", "kept", "skipped", "failed")  # failed: bad input found by discovery
+# One vocabulary for outcomes: the run summary's words (ui/progress.py Summary, `doit status`) for the audit
+# statuses the rows hold; the page's headings and legends use these, its data attributes the statuses.
+WORDS = {"success": "built", "failure": "failed", "skipped": "skipped", "kept": "kept"}
+RUN_ONLY = ("fresh", "restored")  # counted by a run's summary only (runs.counts): no plugin row says them
+MIN_BAR_PX = 3.0  # a non-zero value never draws thinner than this: one failure beside 236 successes shows
 
 
 # --- doit status ------------------------------------------------------------------------------------
@@ -129,7 +134,7 @@ def report_data(audit: AuditDB, quota_rpd: int, skill_sizes: dict[str, int] | No
         "tokens_out": sum(d["output_tokens"] for d in per_day),
         "quota_rpd": quota_rpd,
         "quota_basis": quota_basis,
-        "failures": audit.failures(limit=100),
+        "failures": audit.failures(limit=1_000_000),  # every one the DB holds
         "scores": scores,
         "quality_bins": histogram(scores.values(), QUALITY_BINS),
         "routing": routing,
@@ -162,21 +167,23 @@ def svg_bars(
     parts.append(f'<line x1="{pad_l}" y1="{pad_t + plot_h}" x2="{width - 8}" y2="{pad_t + plot_h}" stroke="#555"/>')
     parts.append(f'<text x="{pad_l - 4}" y="{pad_t + 4}" text-anchor="end" font-size="10">{_num(top)}</text>')
     for i, label in enumerate(labels):
-        base = 0.0
+        cursor = pad_t + plot_h  # the top of the segments drawn so far, in pixels
         for name, colour, values in series:
             v = values[i]
             if v:
+                h = max(plot_h * v / top, MIN_BAR_PX)  # small values stay visible; the label gives the figure
+                cursor -= h
                 parts.append(
-                    f'<rect x="{pad_l + slot * i + (slot - bar_w) / 2:.1f}" y="{y(base + v):.1f}" width="{bar_w:.1f}" '
-                    f'height="{y(base) - y(base + v):.1f}" fill="{colour}"><title>{html.escape(label)}: '
+                    f'<rect data-value="{v:g}" x="{pad_l + slot * i + (slot - bar_w) / 2:.1f}" y="{cursor:.1f}" '
+                    f'width="{bar_w:.1f}" height="{h:.1f}" fill="{colour}"><title>{html.escape(label)}: '
                     f'{html.escape(name)} {v:g}</title></rect>')
-            base += v
         cx = pad_l + slot * (i + 0.5)
         parts.append(f'<text x="{cx:.1f}" y="{pad_t + plot_h + 14}" text-anchor="middle" font-size="10">'
                      f'{html.escape(_short(label))}</text>')
         if totals[i]:
-            parts.append(f'<text x="{cx:.1f}" y="{y(base) - 3:.1f}" text-anchor="middle" font-size="10">'
-                         f'{totals[i]:g}</text>')
+            small = [f"{WORDS.get(n, n)} {s[i]:g}" for n, _, s in series if s[i] and s[i] * 20 < totals[i]]
+            parts.append(f'<text x="{cx:.1f}" y="{cursor - 3:.1f}" text-anchor="middle" font-size="10">'
+                         f'{totals[i]:g}{html.escape(" (" + ", ".join(small) + ")") if small else ""}</text>')
     if hline:
         hy = y(hline[0])
         parts.append(f'<line class="quota" x1="{pad_l}" y1="{hy:.1f}" x2="{width - 8}" y2="{hy:.1f}" '
@@ -233,23 +240,39 @@ def _section_summary(d: dict) -> str:
     ]) + "</dl>"
 
 
+def all_runs(d: dict) -> list[tuple[str, dict[str, int], dict]]:
+    """[(run id, plugin outcomes, runs row)] oldest first: every run the DB holds, with or without plugin rows."""
+    per_run = dict(d["outcomes_per_run"])
+    info = {r["id"]: r for r in d["runs"]}
+    return [(run, per_run.get(run, {}), info.get(run, {})) for run in sorted(set(per_run) | set(info))]
+
+
+def _exit_text(info: dict) -> str:
+    if not info:
+        return "-"
+    if info.get("status") == "killed":  # closed by a later run: it never reached its end
+        return "killed"
+    return "interrupted" if info.get("ended") is None else _e(info.get("exit_status", "-"))
+
+
 def _section_runs(d: dict) -> str:
-    per_run = d["outcomes_per_run"]
-    labels = [r for r, _ in per_run]
-    series = [(st, STATUS_COLOURS[st], [c.get(st, 0) for _, c in per_run]) for st in STATUSES]
-    ended = {r["id"]: r for r in d["runs"]}
+    runs = all_runs(d)
+    labels = [r for r, _, _ in runs]
+    series = [(st, STATUS_COLOURS[st], [c.get(st, 0) for _, c, _ in runs]) for st in STATUSES]
     rows = []
-    for run, counts in per_run:
-        info = ended.get(run, {})
-        exit_text = ("killed" if info.get("status") == "killed"
-                     else "interrupted" if info and info.get("ended") is None else _e(info.get("exit_status", "-")))
+    for run, counts, info in runs:
+        summary = info.get("counts") or {}
         attrs = " ".join(f'data-{st}="{counts.get(st, 0)}"' for st in STATUSES)
         cells = "".join(f'<td class="n">{counts.get(st, 0)}</td>' for st in STATUSES)
-        rows.append(f'<tr data-run="{_e(run)}" {attrs}><td>{_e(run)}</td>{cells}<td>{exit_text}</td></tr>')
-    head = "".join(f"<th>{st}</th>" for st in STATUSES)
+        cells += "".join(f'<td class="n" data-{k}="{summary.get(k, 0)}">{summary.get(k, 0)}</td>' for k in RUN_ONLY)
+        command = " ".join(info.get("arguments") or [])
+        rows.append(f'<tr data-run="{_e(run)}" {attrs}><td>{_e(run)}</td>{cells}<td>{_exit_text(info)}</td>'
+                    f'<td>{_e(command)}</td></tr>')
+    head = "".join(f"<th>{WORDS[st]}</th>" for st in STATUSES) + "".join(f"<th>{k}</th>" for k in RUN_ONLY)
     return ("<h2>Outcomes per run</h2>" + svg_bars("chart-outcomes", labels, series)
-            + _legend([(st, STATUS_COLOURS[st]) for st in STATUSES])
-            + f'<table id="outcomes-per-run"><tr><th>run</th>{head}<th>exit</th></tr>{"".join(rows)}</table>')
+            + _legend([(WORDS[st], STATUS_COLOURS[st]) for st in STATUSES])
+            + f'<table id="outcomes-per-run"><tr><th>run</th>{head}<th>exit</th><th>command</th></tr>'
+            f'{"".join(rows)}</table>')
 
 
 def _bins_table(table_id: str, bins: list[tuple[str, int]], unit: str) -> str:
@@ -305,15 +328,31 @@ def _section_calls(d: dict) -> str:
             f'<th>tokens in</th><th>tokens out</th></tr>{rows}</table>')
 
 
+def run_failures(d: dict) -> list[dict]:
+    """Runs that failed or never ended without a plugin failure row (a `doit restore` of no plugin, a killed
+    run): failures too, shown as rows of phase "run"."""
+    with_rows = {f["run_id"] for f in d["failures"]}
+    out = []
+    for run, _, info in reversed(all_runs(d)):
+        if not info or run in with_rows or info.get("exit_status") == 0:
+            continue
+        ended = info.get("ended") is not None
+        out.append({"run_id": run, "plugin_name": "-", "phase": "run",
+                    "error_class": f"exit {info.get('exit_status')}" if ended else "interrupted",
+                    "error_message": " ".join(info.get("arguments") or [])})
+    return out
+
+
 def _section_failures(d: dict) -> str:
-    fails = d["failures"]
+    fails = d["failures"] + run_failures(d)
     if not fails:
         return '<h2>Failures</h2><p id="failures-none">No failures recorded.</p><table id="failures"></table>'
     rows = "".join(
         f'<tr data-plugin="{_e(f["plugin_name"])}" data-phase="{_e(f["phase"])}" data-run="{_e(f["run_id"])}">'
         f'<td>{_e(f["run_id"])}</td><td>{_e(f["plugin_name"])}</td><td>{_e(f["phase"])}</td>'
         f'<td>{_e(f["error_class"])}</td><td>{_e(f["error_message"])}</td></tr>' for f in fails)
-    return ('<h2>Failures</h2><p class="muted">newest first, at most 100</p><table id="failures"><tr><th>run</th>'
+    return ('<h2>Failures</h2><p class="muted">plugin failures newest first, then runs that failed with no '
+            'plugin failure</p><table id="failures"><tr><th>run</th>'
             f'<th>plugin</th><th>phase</th><th>class</th><th>reason</th></tr>{rows}</table>')
 
 
