@@ -148,7 +148,8 @@ def test_sigterm_and_ctrl_c_keep_their_exit_statuses_through_the_command(fake_ve
 
     vx = VertexBuild(fake_vertex_factory(retry_delay=0.05, hang_seconds=8.0), doit, tmp_path)
     vx.server.config.latency = (0.25, 0.25)  # a window to stop it in while plugins remain
-    env = {**vx.doit.env, **vx.env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "rules")}
+    env = {**vx.doit.env, **vx.env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "rules"),
+           "SKILLBUILD_MAX_WORKERS": "1"}  # plugins one after another, so some remain when the signal comes
     for sig, status, says in ((signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted")):
         log = tmp_path / f"{sig.name}.log"
         with log.open("w") as out:

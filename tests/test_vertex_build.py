@@ -291,6 +291,7 @@ def test_sigterm_saves_doit_state(vx, market, tmp_path, workers):
 
 
 def test_ctrl_c_saves_state_and_exits_130_without_a_traceback(vx, tmp_path):
+    vx.env["SKILLBUILD_MAX_WORKERS"] = "1"  # plugins one after another, so some remain at the signal
     vx.server.config.latency = (0.25, 0.25)
     log = tmp_path / "interrupted.log"
     proc = vx.popen(log=log)
@@ -358,6 +359,7 @@ def test_sigterm_is_never_raised_inside_threading_code():
 
 def test_a_call_in_flight_at_a_kill_is_in_the_audit_as_unknown_outcome(vx, tmp_path):
     """Every request the server received has its api_calls row: written before the send, not after the answer."""
+    vx.env["SKILLBUILD_MAX_WORKERS"] = "1"  # one call in flight at a time, as the kill expects
     vx.server.config.latency = (1.5, 1.5)
     log = tmp_path / "killed.log"
     proc = vx.popen(log=log)

@@ -116,3 +116,12 @@ def test_the_configured_quota_is_the_limit_and_the_seed_keeps_a_third():
     assert limits_from_settings(SimpleNamespace(pace_preset=None)).safety_factor == 1
     for preset in ("seed", "seed-initial"):
         assert limits_from_settings(SimpleNamespace(pace_preset=preset)).safety_factor == 3
+
+
+def test_only_command_lines_that_may_build_get_workers():
+    from skillbuild.calls.workers import builds
+
+    assert builds([]) and builds(["provider=vertex"]) and builds(["skill:deploy-checker"])
+    assert builds(["run", "analyse"]) and builds(["-n", "2"])
+    assert not builds(["lint"]) and not builds(["routing", "min_quality=3"]) and not builds(["list", "--status"])
+    assert not builds(["-r", "json", "status"]) and not builds(["plan", "mode=batch"])

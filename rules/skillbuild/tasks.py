@@ -92,8 +92,9 @@ def doit_config() -> dict:
         "continue": True,  # one plugin's failure never stops the others
         "subtasks": True,  # `doit list` shows every plugin's tasks
         "reporter": progress.reporter_class(_make_progress),
-        # Workers sized from the plan (calls/workers.py); `-n N` / `-P` on the command line override these.
-        **workers.decide(s).doit_options(),
+        # Workers sized from the plan (calls/workers.py) for a build; `-n N` / `-P` on the command line override
+        # these. Commands that only report run in one process, their output in order.
+        **(workers.decide(s).doit_options() if workers.builds(sys.argv[1:]) else {}),
     }
 
 

@@ -58,6 +58,22 @@ def explicit_count(argv: Sequence[str]) -> int | None:
     return None
 
 
+# doit commands other than `run`, and skillbuild's tasks that build nothing: they run in one process, so their
+# output keeps its order and nothing is forked for them.
+NOT_BUILDS = {"list", "info", "clean", "forget", "ignore", "dumpdb", "strace", "tabcompletion", "reset-dep", "help",
+              "auto", "status", "backup", "restore_offsite", "backups", "restore", "report", "check", "plan",
+              "quota", "lint", "routing", "batch", "prune"}
+
+
+def builds(argv: Sequence[str]) -> bool:
+    """Whether a command line may build plugins: it names no task (the default tasks are the plugins'), or a
+    `skill`/`analyse` task, or no task or command that only reports."""
+    words = [a for a in argv if not a.startswith("-") and "=" not in a]
+    if any(w.split(":")[0] in ("skill", "analyse") for w in words):
+        return True
+    return not any(w in NOT_BUILDS for w in words)
+
+
 def cores() -> int:
     """CPUs this process may run on (an affinity mask or a container's limit can be below the machine's)."""
     try:
