@@ -94,8 +94,13 @@ def doit_config() -> dict:
         "reporter": progress.reporter_class(_make_progress),
         # Workers sized from the plan (calls/workers.py) for a build; `-n N` / `-P` on the command line override
         # these. Commands that only report run in one process, their output in order.
-        **(workers.decide(s).doit_options() if workers.builds(sys.argv[1:]) else {}),
+        **(workers.decide(s).doit_options() if workers.builds(sys.argv[1:]) and _has_plugins() else {}),
     }
+
+
+def _has_plugins() -> bool:
+    """Whether the default tasks are plugins' (an empty marketplace's default is `status`, run in one process)."""
+    return default_tasks(settings()) != ["status"]
 
 
 def _skill_folders() -> list:
