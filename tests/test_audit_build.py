@@ -372,7 +372,7 @@ def test_report_page_shows_the_db_numbers(night, tmp_path):
 
 def test_sigkill_mid_run_loses_no_committed_row(doit, doit_env, tmp_path, fake_vertex_factory):  # noqa: F811
     server = fake_vertex_factory(latency="0.3-0.4", token=TOKEN)
-    env = {**doit_env, **vertex_env(server.url)}
+    env = {**doit_env, **vertex_env(server.url), "SKILLBUILD_MAX_WORKERS": "1"}  # at most one call in flight
     db = tmp_path / "build"
     out = (tmp_path / "doit.out").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py")], env=env, cwd=ROOT,

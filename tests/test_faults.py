@@ -268,7 +268,7 @@ def test_full_build_disk_fails_in_one_line_and_the_recorded_exit_status_is_the_p
         recorded = _exit_statuses(small_disk)
         assert recorded == [run.returncode] or "the audit DB could not record this run's end" in run.stderr, out
         failed = [ln for ln in run.stdout.splitlines() if ln.startswith("FAILED ")]
-        assert all("disk full at " in ln for ln in failed), failed  # each plugin's reason names the full disk
+        assert all("disk full at " in ln for ln in failed), "\n".join(failed)  # each plugin's reason names the full disk
         fill(small_disk)
     assert started, "no run got far enough to fill the disk mid-run"
 

@@ -28,6 +28,7 @@ from skillbuild.store.audit import AuditDB, AuditError
 from skillbuild.discovery import Plugin
 from skillbuild.fingerprints import canonical_hash, files_hash, stat_key, text_hash
 from skillbuild.calls import Caller, caller_for, spend
+from skillbuild.calls.throttle import StateDBError
 from skillbuild.providers import ProviderError
 from skillbuild.providers.base import Result, Usage
 
@@ -215,7 +216,7 @@ def plugin_action(phase: str):
         def run(settings, plugin: Plugin, *args: Any) -> Any:
             try:
                 return action(settings, plugin, *args)
-            except (OSError, sqlite3.Error, AuditError) as exc:
+            except (OSError, sqlite3.Error, AuditError, StateDBError) as exc:
                 why = _unwritten(settings, exc)
                 _record_quietly(settings, plugin, args[0] if args else None, phase, exc, why)
                 return TaskFailed(f"{plugin.name}: {phase} failed: {why}")
@@ -226,6 +227,8 @@ def plugin_action(phase: str):
 
 
 def _unwritten(settings, exc: BaseException) -> str:
+    if isinstance(exc, StateDBError):  # names its file already
+        return str(exc)
     if isinstance(exc, AuditError):
         return str(exc).split(". Check ")[0]
     if isinstance(exc, sqlite3.Error):  # the audit DB (or the throttle DB beside it) in the build folder
@@ -417,7 +420,8 @@ def _build_skill(settings, plugin: Plugin, run_id: str, caller: Caller) -> TaskF
         saved = _write(settings, plugin, run_id, text, files)
     except (OSError, backup.BackupError) as exc:
         step.record("failure", text, error_class=type(exc).__name__, error_message=str(exc))
-        return TaskFailed(f"{plugin.name}: writing {plugin.target} failed: {exc}; the file is unchanged")
+        why = writing.write_failure(exc) if isinstance(exc, OSError) and writing.no_room(exc) else exc
+        return TaskFailed(f"{plugin.name}: writing {plugin.target} failed: {why}; the file is unchanged")
     done = step.record("success", text, backup_path=str(saved))
     done["reason"] = _carried_note(original)
     events.append(done)

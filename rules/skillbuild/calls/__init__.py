@@ -5,12 +5,14 @@
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from skillbuild.calls.path import Caller, NoThrottle, Retry, cache_key
 from skillbuild.providers.base import ProviderError, Usage
 
 _THROTTLES: dict[tuple, Any] = {}
+_THROTTLES_LOCK = threading.Lock()  # worker threads of one process share one throttle object
 
 
 def throttle_for(settings):
@@ -19,9 +21,10 @@ def throttle_for(settings):
     from skillbuild.calls.throttle import limits_from_settings, throttle_from_settings
 
     key = (str(settings.throttle_db), limits_from_settings(settings), bool(settings.wait_for_reset))
-    if key not in _THROTTLES:
-        _THROTTLES[key] = throttle_from_settings(settings)
-    return _THROTTLES[key]
+    with _THROTTLES_LOCK:
+        if key not in _THROTTLES:
+            _THROTTLES[key] = throttle_from_settings(settings)
+        return _THROTTLES[key]
 
 
 def retry_for(settings) -> Retry:

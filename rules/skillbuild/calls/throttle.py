@@ -30,11 +30,15 @@ from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from skillbuild.store import sqlite
+from skillbuild.store import sqlite, writing
 
 BUSY_TIMEOUT_S = 5.0  # transactions last milliseconds; this only absorbs bursts of workers
 MAX_STEPS = 10_000  # bound on re-planning loops; hitting it means a bug, not a busy quota
 
+
+
+class StateDBError(RuntimeError):
+    """The throttle's state DB cannot be opened or created; the message names the file and the fix."""
 
 class QuotaExhausted(Exception):
     """Today's budget is spent; `resets_at` (aware, quota time zone) is when it refills."""
@@ -357,7 +361,10 @@ class Throttle:
         try:
             _init_db(self.path)
         except sqlite3.Error as exc:
-            raise RuntimeError(f"cannot open the throttle state DB {self.path}: {exc}; "
+            if writing.no_room(exc):
+                raise StateDBError(f"cannot open the throttle state DB: {writing.write_failure(exc, self.path)}") \
+                    from exc
+            raise StateDBError(f"cannot open the throttle state DB {self.path}: {exc}; "
                                "check the folder is writable, or delete the file to start afresh") from exc
 
     # -- public interface

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +31,25 @@ def connect(path: str | os.PathLike, *, busy_timeout: float, synchronous: str = 
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
     if wal and not read_only:
-        conn.execute("PRAGMA journal_mode = WAL")
+        _wal(conn, busy_timeout)
     if not read_only:
         conn.execute(f"PRAGMA synchronous = {synchronous}")
     return conn
+
+
+def _wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch a new file to WAL (it stays WAL). The switch needs the file to itself and SQLite does not wait for
+    that (no busy handler), so threads opening a new file at once retry until `busy_timeout`."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 class PerProcess:

@@ -94,7 +94,8 @@ def no_room(exc: BaseException) -> bool:
 
 def write_failure(exc: BaseException, path: str | os.PathLike | None = None) -> str:
     """One line for a failed write: "disk full at PATH" when there was no room, else what failed and why."""
-    where = path if path is not None else getattr(exc, "filename", None)
+    # a two-path operation (link, rename, copy) names what it was making second
+    where = path if path is not None else getattr(exc, "filename2", None) or getattr(exc, "filename", None)
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     if no_room(exc):
         return f"disk full at {where}" + (f" ({reason})" if reason else "") if where else f"disk full ({reason})"
