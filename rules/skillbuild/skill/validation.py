@@ -43,12 +43,10 @@ def check_skill(text: str, skill_name: str, *, min_bytes: int, max_bytes: int, m
     rejected. `max_body_tokens`: the body's budget in estimated tokens (bytes / 4). `pending`: files (relative
     to `skill_dir`) written with this one, e.g. its references, that a link may name before they exist.
     """
-    if text.lstrip().startswith(("```", "~~~")):
-        return ["the file is wrapped in a code fence; it must start with '---' frontmatter"]
-    try:
-        meta, body = skillmd.parse(text)
-    except skillmd.FrontmatterError as exc:
-        return [f"frontmatter: {exc}"]
+    parsed = _parse(text)
+    if isinstance(parsed, list):
+        return parsed
+    meta, body = parsed
     from skills_ref.validator import validate_metadata
 
     spec_meta = {k: v for k, v in meta.items() if k not in set(carried) - set(skillmd.ALLOWED_KEYS)}
@@ -60,10 +58,7 @@ def check_skill(text: str, skill_name: str, *, min_bytes: int, max_bytes: int, m
     reasons += _reference_rules(body, set(commands), set(agents), set(namespaces) | {skill_name})
     reasons += safety.check(meta, text, original, vouchers)
     reasons += _markdown_rules(text, skill_dir, pending)  # the whole file, so line numbers are the file's
-    found = secrets.findings(text)
-    if found:
-        reasons.append("secrets: a credential is present (value withheld): " + ", ".join(found[:5]))
-    return reasons
+    return reasons + _secret_rules(text)
 
 
 def lint_skill(text: str, skill_dir: Path, *, max_bytes: int, max_body_lines: int) -> list[str]:
@@ -73,12 +68,10 @@ def lint_skill(text: str, skill_dir: Path, *, max_bytes: int, max_body_lines: in
     Not the checks that judge model output against the plugin or an original (never-worse, allowed-tools,
     hosts, slash commands and agents), and no minimum size: a short hand-written skill is the maintainer's call.
     """
-    if text.lstrip().startswith(("```", "~~~")):
-        return ["the file is wrapped in a code fence; it must start with '---' frontmatter"]
-    try:
-        meta, body = skillmd.parse(text)
-    except skillmd.FrontmatterError as exc:
-        return [f"frontmatter: {exc}"]
+    parsed = _parse(text)
+    if isinstance(parsed, list):
+        return parsed
+    meta, body = parsed
     from skills_ref.validator import validate_metadata
 
     reasons = [f"frontmatter: {r}" for r in validate_metadata(meta, skill_dir)]
@@ -86,10 +79,22 @@ def lint_skill(text: str, skill_dir: Path, *, max_bytes: int, max_body_lines: in
     reasons += _size_rules(text, body, 1, max_bytes, max_body_lines)
     reasons += _content_rules(text, body)
     reasons += _markdown_rules(text, skill_dir)
+    return reasons + _secret_rules(text)
+
+
+def _parse(text: str):
+    """(frontmatter, body), or the one reason the file cannot be read as a SKILL.md at all."""
+    if text.lstrip().startswith(("```", "~~~")):
+        return ["the file is wrapped in a code fence; it must start with '---' frontmatter"]
+    try:
+        return skillmd.parse(text)
+    except skillmd.FrontmatterError as exc:
+        return [f"frontmatter: {exc}"]
+
+
+def _secret_rules(text: str) -> list[str]:
     found = secrets.findings(text)
-    if found:
-        reasons.append("secrets: a credential is present (value withheld): " + ", ".join(found[:5]))
-    return reasons
+    return ["secrets: a credential is present (value withheld): " + ", ".join(found[:5])] if found else []
 
 
 def estimated_tokens(text: str) -> int:
@@ -123,9 +128,7 @@ def check_reference(rel: str, text: str, *, max_bytes: int, commands=(), agents=
     reasons += safety.check({}, text, None, vouchers)
     folder = skill_dir / "references" if skill_dir is not None else None
     reasons += _markdown_rules(text, folder, [f"../{p}" for p in pending])
-    found = secrets.findings(text)
-    if found:
-        reasons.append("secrets: a credential is present (value withheld): " + ", ".join(found[:5]))
+    reasons += _secret_rules(text)
     return [f"{rel}: {r}" for r in reasons]
 
 
