@@ -109,10 +109,8 @@ def test_batch_then_doit_writes_every_skill_with_no_online_call(fake_vertex_fact
     assert "0 job(s) created" in again and b.stats()["batch_jobs"] == 2
 
 
-def test_sigkill_while_polling_then_rerun_resumes_the_same_job(fake_vertex_factory, doit, tmp_path, market,
-                                                               emulator):
-    b = make(fake_vertex_factory, doit, tmp_path, emulator, batch_latency=6.0)
-    log = tmp_path / "batch.log"
+def kill_once_submitted(b, log) -> None:
+    """Start `doit batch` and SIGKILL it as soon as its job exists (it is then polling)."""
     proc = b.popen("batch", log=log)
     deadline = time.monotonic() + 60
     while "created projects/" not in log.read_text():
@@ -120,6 +118,12 @@ def test_sigkill_while_polling_then_rerun_resumes_the_same_job(fake_vertex_facto
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def test_sigkill_while_polling_then_rerun_resumes_the_same_job(fake_vertex_factory, doit, tmp_path, market,
+                                                               emulator):
+    b = make(fake_vertex_factory, doit, tmp_path, emulator, batch_latency=6.0)
+    kill_once_submitted(b, tmp_path / "batch.log")
     before = b.audit("SELECT id, phase, request_hash, job_name, input_uri FROM batch_jobs")
     assert len(before) == 1 and before[0][3], before
 
@@ -181,14 +185,7 @@ def test_failed_job_leaves_everything_to_the_online_path(fake_vertex_factory, do
 
 def test_cancel_cancels_the_running_job(fake_vertex_factory, doit, tmp_path, market, emulator):
     b = make(fake_vertex_factory, doit, tmp_path, emulator, batch_latency=60.0)
-    log = tmp_path / "batch.log"
-    proc = b.popen("batch", log=log)
-    deadline = time.monotonic() + 60
-    while "created projects/" not in log.read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_submitted(b, tmp_path / "batch.log")
     out = ok(b.run("batch", "cancel=1"))
     assert "1 job(s) cancelled" in out, out
     assert b.audit("SELECT state FROM batch_jobs") == [("JOB_STATE_CANCELLED",)]
