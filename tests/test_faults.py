@@ -273,6 +273,30 @@ def test_full_build_disk_fails_in_one_line_and_the_recorded_exit_status_is_the_p
     assert started, "no run got far enough to fill the disk mid-run"
 
 
+def test_a_write_the_full_disk_refuses_names_where_it_was_going(small_disk, tmp_path):
+    """A write to an open file raises ENOSPC naming no file; the atomic write and the plugin backup name the path
+    they were writing, so the one-line reason says which disk is full."""
+    from skillbuild.safety import backup
+    from skillbuild.store import writing
+
+    fill(small_disk)
+    free_up(small_disk, 8 << 10)  # room for a file's inode and first block, not for its content
+    with pytest.raises(OSError) as caught:
+        writing.atomic_write(small_disk / "SKILL.md", b"x" * (64 << 10))
+    assert writing.write_failure(caught.value).startswith(f"disk full at {small_disk}/"), caught.value
+    assert not list(small_disk.glob(f"{writing.TEMP_PREFIX}*"))
+
+    plugin = tmp_path / "plugin"
+    plugin.mkdir()
+    (plugin / "README.md").write_text("a plugin\n")
+    fill(small_disk)
+    free_up(small_disk, 4 << 10)  # the copied file fits, the backup's manifest beside it does not
+    with pytest.raises(OSError) as caught:
+        backup.backup_plugin(small_disk / "backups", "run1", "p", plugin)
+    assert writing.write_failure(caught.value).startswith(f"disk full at {small_disk}/backups/"), caught.value
+    assert not list((small_disk / "backups").rglob("*.partial-*"))
+
+
 def free_up(disk: Path, size: int) -> None:
     """Make `size` bytes free again on the filled disk."""
     filler = disk / "filler.bin"

@@ -170,17 +170,22 @@ def backup_plugin(
     partial = final.parent / f".{plugin}.partial-{os.getpid()}"
     if partial.exists():
         shutil.rmtree(partial)
-    with _journal(journal).staging(partial):
-        _copy_tree(src, partial / FILES, files, links, dirs, previous)
-        manifest = {
-            "format": FORMAT, "plugin": plugin, "run_id": run_id, "reason": reason, "source": str(src.resolve()),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "files": files, "symlinks": links, "dirs": dirs,
-        }
-        (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        _fsync_tree(partial)
-        _raise_if_invalid(partial)
-        os.replace(partial, final)
+    try:  # a write to an open file names no file: say it was this backup's disk
+        with _journal(journal).staging(partial):
+            _copy_tree(src, partial / FILES, files, links, dirs, previous)
+            manifest = {
+                "format": FORMAT, "plugin": plugin, "run_id": run_id, "reason": reason,
+                "source": str(src.resolve()),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "files": files, "symlinks": links, "dirs": dirs,
+            }
+            (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            _fsync_tree(partial)
+            _raise_if_invalid(partial)
+            os.replace(partial, final)
+    except OSError as exc:
+        writing.name_unnamed(exc, partial)
+        raise
     return final
 
 

@@ -53,11 +53,19 @@ def _replace(path: Path, fill: Callable[[BinaryIO], object], mode: int | None, p
         else:
             os.chmod(temp, NEW_FILE_MODE)
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(temp).unlink(missing_ok=True)
+        name_unnamed(exc, path)
         raise
     fsync_dir(path.parent)
     return path
+
+
+def name_unnamed(exc: BaseException, path: str | os.PathLike) -> None:
+    """Give an OSError raised by a write to an open file (which names no file) the path being written, so its
+    one-line message says which disk refused it."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        exc.filename = str(path)
 
 
 def fsync_dir(folder: Path) -> None:
