@@ -205,13 +205,12 @@ class BatchRun:
 
     def _create_or_adopt(self, job: dict) -> str:
         found = self.service.find(job["display_name"])
-        if found is not None:
-            self.say(f"batch {job['phase']}: adopted {found.name} ({job['display_name']})")
-            name = found.name
-        else:
-            name = self.service.create(job["input_uri"], job["output_uri"], job["display_name"])
-            self.say(f"batch {job['phase']}: created {name}")
+        name = found.name if found is not None else \
+            self.service.create(job["input_uri"], job["output_uri"], job["display_name"])
+        # recorded before it is said: what the log says exists, the audit DB knows (a kill in between adopts)
         self.audit.batch_job_update(job["id"], job_name=name, state="JOB_STATE_PENDING")
+        self.say(f"batch {job['phase']}: adopted {name} ({job['display_name']})" if found is not None
+                 else f"batch {job['phase']}: created {name}")
         self.counts["jobs"] += 1
         return name
 
