@@ -1,4 +1,4 @@
-"""A no-op run: no SDK, no connection, and the per-run memos never answer for a changed file."""
+"""A no-op run: no SDK, no connection, and the memo kept between runs never answers for a changed file."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ import pytest
 from skillbuild import build
 from skillbuild.discovery import SNIFF_BYTES, discover
 from skillbuild.fingerprints import files_hash
+from skillbuild.memo import Memo
 from skillbuild.ui import status
 from tests.conftest import ROOT, copy_examples
 
@@ -51,9 +52,14 @@ def mk(tmp_path):
     return copy_examples(tmp_path / "m")
 
 
-def inputs_of(root, key="deploy-checker", **kw):
-    plugin = next(p for p in discover(root, **kw).plugins if p.key == key)
+def inputs_of(root, key="deploy-checker", memo=None, **kw):
+    plugin = next(p for p in discover(root, memo=memo, **kw).plugins if p.key == key)
     return plugin, [plugin.relpath(p) for p in plugin.inputs]
+
+
+def next_run(path) -> Memo:
+    """The memo as the next run reads it from disk (each run is a new process)."""
+    return Memo(path)
 
 
 COMMANDS = "plugins/devops/deploy-checker/commands"
@@ -88,18 +94,54 @@ def _binary(root):
     (_grow, "commands/rollback-plan.md", None),  # past file_max_bytes below
     (_binary, "commands/rollback-plan.md", None),
 ])
-def test_every_load_sees_the_inputs_as_they_are_now(mk, change, gone, new):
-    """No discovery result outlives its load: a second load in the same process, after a change, lists the
-    inputs anew, and the input hash (remembered by stat) follows."""
-    before, names = inputs_of(mk, file_max_bytes=4000)
+def test_every_load_sees_the_inputs_as_they_are_now(mk, tmp_path, change, gone, new):
+    """The memo kept between runs serves an unchanged plugin without walking it, and never a changed one:
+    the next run after a change lists the inputs anew, and the input hash (kept by stat key) follows."""
+    saved = tmp_path / "memo.json"
+    first = next_run(saved)
+    before, names = inputs_of(mk, memo=first, file_max_bytes=4000)
     hashed = build.source_hash(before)
+    first.save()
+    unchanged = next_run(saved)
+    assert inputs_of(mk, memo=unchanged, file_max_bytes=4000)[1] == names
+    assert not unchanged.dirty  # served from the memo: nothing was computed again
     change(mk)
-    after, names_after = inputs_of(mk, file_max_bytes=4000)
+    later = next_run(saved)
+    after, names_after = inputs_of(mk, memo=later, file_max_bytes=4000)
+    assert later.dirty  # the changed plugin was walked again
+    assert names_after == inputs_of(mk, file_max_bytes=4000)[1]  # what a load without any memo finds
     if gone:
         assert gone in names and gone not in names_after
     if new:
         assert new in names_after and new not in names
     assert build.source_hash(after) != hashed
+
+
+def test_the_memo_is_only_a_cache(mk, tmp_path):
+    """An unreadable memo file is an empty one, and a memo that cannot be written costs nothing but time."""
+    saved = tmp_path / "memo.json"
+    saved.write_text("{not json")
+    memo = next_run(saved)
+    assert inputs_of(mk, memo=memo)[1] == inputs_of(mk)[1] and memo.dirty
+    saved.unlink()
+    saved.mkdir()  # a folder where the file goes: the write fails quietly
+    memo.save()
+    assert memo.dirty and saved.is_dir()
+
+
+def test_a_skill_folder_found_clean_is_listed_again_once_changed(mk, tmp_path):
+    """The run start's sweep stats a skill folder it found without temp files; a temp file left there since
+    (a killed write) changes the folder and is found."""
+    from skillbuild.store import writing
+
+    folder = mk / "plugins/devops/deploy-checker"
+    saved = tmp_path / "memo.json"
+    memo = next_run(saved)
+    assert writing.temps_in([folder], memo) == []
+    memo.save()
+    left = folder / f"{writing.TEMP_PREFIX}killed.tmp"
+    left.write_text("half")
+    assert writing.temps_in([folder], next_run(saved)) == [left]
 
 
 def test_input_hash_follows_a_same_size_edit(mk):

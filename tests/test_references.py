@@ -5,6 +5,7 @@ from pathlib import Path
 
 from skillbuild.config import load_settings
 from skillbuild.skill import references, skillmd, validation
+from skillbuild.ui import status
 
 SKILL = ('---\nname: "demo"\ndescription: "Checks demo files before a release. Commands: /check."\n---\n\n'
          "# Demo\n\nChecks demo files.\n\n## Commands\n\n- `/check`: check the files\n\n## Reference files\n\n"
@@ -38,7 +39,7 @@ def test_provenance_records_each_file_and_a_hand_edit_makes_the_skill_hand_writt
     (folder / "references" / "commands.md").write_text(COMMANDS)
     mark = skillmd.provenance(text)
     assert references.recorded(mark) == {"references/commands.md": references.file_hash(COMMANDS)}
-    assert references.recorded_paths(folder / "SKILL.md") == [folder / "references" / "commands.md"]
+    assert status.target_paths(folder / "SKILL.md") == [folder / "SKILL.md", folder / "references" / "commands.md"]
     assert skillmd.read_hand_written(folder / "SKILL.md") is None
     (folder / "references" / "commands.md").write_text(COMMANDS + "\nA maintainer's note.\n")
     assert skillmd.read_hand_written(folder / "SKILL.md") == text

@@ -26,7 +26,8 @@ from skillbuild.skill.schema import analysis_schema, schema_errors  # noqa: F401
 from skillbuild.store import writing
 from skillbuild.store.audit import AuditDB, AuditError
 from skillbuild.discovery import Plugin
-from skillbuild.fingerprints import canonical_hash, files_hash, stat_key, text_hash
+from skillbuild.fingerprints import canonical_hash, files_hash, text_hash
+from skillbuild.memo import stat_key
 from skillbuild.calls import Caller, caller_for, spend
 from skillbuild.calls.throttle import StateDBError
 from skillbuild.providers import ProviderError
@@ -104,19 +105,24 @@ def provenance_fields(settings, plugin: Plugin, provider_name: str, model: str) 
             "source-hash": source_hash(plugin)[:16], **common}
 
 
-_COMMON: dict[tuple, tuple[Any, dict[str, str]]] = {}  # each keeps its settings, so no id is reused
+_COMMON: dict[tuple, tuple[Any, tuple[str, ...], tuple, dict[str, str]]] = {}  # keeps its settings: no id reused
+PROMPT_PHASES = ("analysis", "generation")
 
 
 def _common_fields(settings, provider_name: str, model: str) -> dict[str, str]:
     """The provenance every plugin shares: worked out once per run while the prompt files stay the same
-    (every plugin's up-to-date check asks for it)."""
-    key = (id(settings), provider_name, model,
-           *(stat_key(prompt_path(settings, phase)) for phase in ("analysis", "generation")))
-    if key not in _COMMON:
-        _COMMON[key] = settings, {"analysis-prompt": text_hash(read_prompt(settings, "analysis"))[:16],
-                                  "generation-prompt": text_hash(read_prompt(settings, "generation"))[:16],
-                                  "settings": settings_hash(settings, provider_name)}
-    return _COMMON[key][1]
+    (every plugin's up-to-date check asks for it: two stats, no path built)."""
+    key = (id(settings), provider_name, model)
+    kept = _COMMON.get(key)
+    if kept is not None and tuple(stat_key(name) for name in kept[1]) == kept[2]:
+        return kept[3]
+    files = tuple(str(prompt_path(settings, phase)) for phase in PROMPT_PHASES)
+    stats = tuple(stat_key(name) for name in files)  # before reading: an edit meanwhile is read next time
+    fields = {"analysis-prompt": text_hash(read_prompt(settings, "analysis"))[:16],
+              "generation-prompt": text_hash(read_prompt(settings, "generation"))[:16],
+              "settings": settings_hash(settings, provider_name)}
+    _COMMON[key] = settings, files, stats, fields
+    return fields
 
 
 def expected_provenance(settings) -> Callable[[Plugin], dict[str, str]]:

@@ -322,6 +322,11 @@ class Settings:
         return self.build_dir / "responses-spilled"
 
     @property
+    def memo_file(self) -> Path:
+        """What the last run found in each plugin folder, reused while the files are unchanged (skillbuild/memo.py)."""
+        return self.cache_dir / "memo.json"
+
+    @property
     def state_file(self) -> Path:
         """doit's own state (its dep_file)."""
         return self.cache_dir / "doit-state.sqlite3"

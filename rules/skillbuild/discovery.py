@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from skillbuild.config import DEFAULT_EXCLUDE
+from skillbuild.memo import stat_key
 from skillbuild.gitignore import Ignores
+from skillbuild.memo import Deps, Memo, memo_for
 from skillbuild.providers.base import InputFile, PluginContext
 from skillbuild.skill.skillmd import read_frontmatter_fields
 from skillbuild.statedir import is_state_dir
@@ -183,11 +185,14 @@ def _external_reason(source: Any) -> str:
 
 
 def discover(root: Path, target_template: str = "skills/{name}/SKILL.md", file_max_bytes: int = 200_000,
-             build_untracked: bool = True, exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> Marketplace:
+             build_untracked: bool = True, exclude: tuple[str, ...] = DEFAULT_EXCLUDE,
+             memo: Memo | None = None) -> Marketplace:
     """Everything the build needs to know about a marketplace, read once when tasks load.
 
-    Catalog entries come first, so an untracked folder of the same name is the one shadowed.
+    Catalog entries come first, so an untracked folder of the same name is the one shadowed. `memo`: what
+    the last run found in each plugin folder, reused while its files are unchanged (skillbuild/memo.py).
     """
+    memo = memo if memo is not None else memo_for(None)
     root = root.resolve()
     _real_folder.cache_clear()  # folders resolved by the last load may have become symlinks since
     catalog = load_catalog(root)
@@ -205,7 +210,7 @@ def discover(root: Path, target_template: str = "skills/{name}/SKILL.md", file_m
         if not plugin.tracked and not build_untracked and plugin.state in ("ok", "error"):
             plugin.state, plugin.reason = "untracked", "not in the catalog and build_untracked is off"
         if plugin.state == "ok":
-            _select_inputs(plugin, target_template, file_max_bytes)
+            _select_inputs(plugin, target_template, file_max_bytes, memo)
             _mark_empty(plugin)
     return Marketplace(root, str(catalog.get("name") or root.name), plugins)
 
@@ -282,13 +287,13 @@ def _untracked_folders(root: Path, known: set[Path], exclude: tuple[str, ...]) -
     known_text = {str(k) for k in known}
 
     def visit(folder: str, rel: str) -> None:
+        if rel and folder in known_text:  # a catalog plugin: nothing below it is searched, nor listed
+            return
         entries = _scan(folder)
         names = {e.name for e in entries}
         if ".gitignore" in names:
             ignores.read(rel, Path(folder))
         if rel:
-            if folder in known_text:
-                return
             if ".claude-plugin" in names and os.path.isfile(os.path.join(folder, MANIFEST)):
                 found.append(Path(folder))
                 return
@@ -334,48 +339,86 @@ def _searched(entry: os.DirEntry, rel: str, exclude: tuple[str, ...], ignores: I
     return not ignores.ignored(rel, is_dir=True)
 
 
-def _select_inputs(plugin: Plugin, target_template: str, file_max_bytes: int) -> None:
+def _select_inputs(plugin: Plugin, target_template: str, file_max_bytes: int, memo: Memo) -> None:
+    """The plugin's target, inputs (in priority order), scripts, commands and agents, and what was left out:
+    kept in the memo with the stat keys of every folder and file looked at, so a no-op stats them only."""
     assert plugin.path is not None
     plugin.target = plugin.path / target_template.format(name=plugin.key)
+    key = f"{plugin.target}\0{file_max_bytes}\0{plugin.manifest_path}"
+    found = memo.get("inputs", key)
+    if found is None:
+        deps: Deps | None = []
+        found = _look_at_files(plugin, file_max_bytes, deps)
+        memo.put("inputs", key, str(plugin.path), None if found.pop("symlink", False) else deps, found)
+    base = plugin.path
+    plugin.inputs = [base / rel for rel in found["inputs"]]
+    plugin.scripts = list(found["scripts"])
+    plugin.excluded = [tuple(item) for item in found["excluded"]]  # type: ignore[misc]
+    plugin.commands, plugin.agents = list(found["commands"]), list(found["agents"])
+    plugin.old_skills = [p for p in plugin.inputs if p.name == "SKILL.md"]
+
+
+def _look_at_files(plugin: Plugin, file_max_bytes: int, deps: Deps) -> dict[str, Any]:
+    """Walk the plugin and pick its inputs; `deps` gets every folder's and file's stat key (taken before the
+    file is read). A plugin with a symlink says so (`"symlink"`): its answer is not memoised."""
+    assert plugin.path is not None and plugin.target is not None
     target = str(plugin.target)
-    ranked: list[tuple[int, str, Path]] = []
+    ranked: list[tuple[int, str]] = []
+    found: dict[str, Any] = {"scripts": [], "excluded": []}
     base = len(str(plugin.path)) + 1
-    for entry in _walk_files(plugin):
+    for entry in _walk_files(plugin, found, deps):
+        if entry.is_symlink():
+            found["symlink"] = True
+        rel = entry.path[base:].replace(os.sep, "/")
+        reason, size = _exclusion(plugin, entry, file_max_bytes)
+        try:  # every file: one that shrinks under the cap or turns to text must be seen
+            deps.append([rel, *_key_of(entry)])
+        except OSError:
+            found["symlink"] = True  # a dangling link: not memoised
         if entry.path == target:  # never an input to itself
             continue
-        rel = entry.path[base:].replace(os.sep, "/")  # a Path per file only for the inputs: it runs per load
-        reason, size = _exclusion(plugin, entry, file_max_bytes)
         if reason:
-            plugin.excluded.append((rel, reason))
+            found["excluded"].append([rel, reason])
             continue
         if os.path.splitext(entry.name)[1].lower() in SCRIPT_SUFFIXES:
-            plugin.scripts.append(rel)
+            found["scripts"].append(rel)
             continue
         rank = _input_rank(plugin, entry, rel)
         if rank is None:
             continue
-        path = Path(entry.path)
-        if _is_binary(path, size):
-            plugin.excluded.append((rel, "binary or not UTF-8 text"))
+        if _is_binary(entry.path, size):
+            found["excluded"].append([rel, "binary or not UTF-8 text"])
             continue
-        ranked.append((rank, rel, path))
+        ranked.append((rank, rel))
     ranked.sort()
-    plugin.inputs = [path for _, _, path in ranked]
-    plugin.old_skills = [p for p in plugin.inputs if p.name == "SKILL.md"]
-    plugin.commands = sorted({p.stem for p in plugin.inputs if plugin.relpath(p).startswith("commands/")})
-    plugin.agents = sorted({name for p in plugin.inputs if plugin.relpath(p).startswith("agents/")
-                            for name in _agent_names(p)})
+    found["inputs"] = [rel for _, rel in ranked]
+    found["commands"] = sorted({rel.rsplit("/", 1)[-1][:-3] for rel in found["inputs"]
+                                if rel.startswith("commands/")})
+    found["agents"] = sorted({name for rel in found["inputs"] if rel.startswith("agents/")
+                              for name in _agent_names(plugin.path / rel)})
+    return found
 
 
-def _walk_files(plugin: Plugin) -> list[os.DirEntry]:
+def _key_of(entry: os.DirEntry) -> tuple[int, int, int, int]:
+    """`stat_key` from the entry's stat (taken once by `_exclusion`)."""
+    st = entry.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _walk_files(plugin: Plugin, found: dict[str, Any], deps: Deps) -> list[os.DirEntry]:
     """Every file of the plugin, folder by folder in name order (a folder's files before its subfolders'),
     as `os.walk` would list them: one `scandir` per folder, and each entry keeps its stat for `_exclusion`.
-    Symlinked folders are never entered; one leaving the plugin is recorded as excluded."""
+    Each folder's stat key goes to `deps` before it is listed. Symlinked folders are never entered; one
+    leaving the plugin is recorded as excluded."""
     assert plugin.path is not None
     files: list[os.DirEntry] = []
-    pending = [str(plugin.path)]
+    root = str(plugin.path)
+    pending = [root]
     while pending:
         folder = pending.pop()
+        key = stat_key(folder)
+        if key is not None:
+            deps.append([folder[len(root) + 1:].replace(os.sep, "/"), *key])
         entries = sorted(_scan(folder), key=lambda e: e.name)
         subfolders = []
         for entry in entries:
@@ -385,8 +428,10 @@ def _walk_files(plugin: Plugin) -> list[os.DirEntry]:
                 continue
             elif not entry.is_symlink():
                 subfolders.append(entry.path)
-            elif not inside(Path(entry.path), plugin.path):
-                plugin.excluded.append((plugin.relpath(Path(entry.path)), "symlink leaving the plugin folder"))
+            else:
+                found["symlink"] = True
+                if not inside(Path(entry.path), plugin.path):
+                    found["excluded"].append([plugin.relpath(Path(entry.path)), "symlink leaving the plugin folder"])
         pending.extend(reversed(subfolders))  # depth first, in name order
     return files
 
@@ -427,9 +472,9 @@ def _input_rank(plugin: Plugin, entry: os.DirEntry, rel: str) -> int | None:
     return None
 
 
-def _is_binary(path: Path, size: int) -> bool:
+def _is_binary(path: str, size: int) -> bool:
     """NUL bytes or bytes that are not UTF-8 in the first block (a character cut by its end is no fault)."""
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         head = handle.read(SNIFF_BYTES)
     if b"\x00" in head:
         return True

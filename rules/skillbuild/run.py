@@ -29,6 +29,7 @@ from typing import Callable
 from doit.runner import Runner
 
 from skillbuild import build
+from skillbuild.memo import memo_for
 from skillbuild.safety import interrupt, leftovers, runlock
 from skillbuild.store import writing
 from skillbuild.store.audit import AuditError, redact
@@ -68,7 +69,8 @@ class BuildRun:
         # The real stderr: `-r json` has swapped sys.stderr for a buffer it prints only at the end.
         runlock.acquire_or_exit(s.lock_file, self.run_id, command.split(), s.lock_wait,
                                 stream=sys.__stderr__ or sys.stderr)
-        swept = runlock.sweep_leftovers(self._temp_folders(), s.responses_dir)
+        swept = runlock.sweep_leftovers(self._state_folders(), s.responses_dir, _state["skill_folders"](),
+                                        memo_for(s.memo_file))
         lines = s.journal().reap()  # staging folders and unfinished restores of killed runs
         lines += leftovers.release_reservations(s)
         if swept:
@@ -78,11 +80,11 @@ class BuildRun:
             progress.log_line(self.log, line)
             print(line, flush=True)
 
-    def _temp_folders(self) -> list:
-        """The folders atomic writes put temp files in: each plugin's skill folder and our state folders."""
+    def _state_folders(self) -> list:
+        """Our state folders atomic writes put temp files in (each plugin's skill folder is the other kind)."""
         s = self.settings
-        return [*_state["skill_folders"](), s.analysis_dir, s.rejected_dir, s.cache_dir, s.originals_dir,
-                s.journal_dir, s.build_dir, s.build_root]
+        return [s.analysis_dir, s.rejected_dir, s.cache_dir, s.originals_dir, s.journal_dir, s.build_dir,
+                s.build_root]
 
     def tracker(self, echo: bool = True) -> progress.RunProgress:
         """The run's events and summary (made once): on the console too when `echo`, always in the log."""

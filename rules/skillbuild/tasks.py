@@ -16,11 +16,12 @@ from doit.tools import config_changed
 from skillbuild import build, maintenance, run, statedir
 from skillbuild.calls import spend, workers
 from skillbuild.safety import archive, interrupt
-from skillbuild.skill import references
 from skillbuild.ui import lint, progress, status
 from skillbuild.config import ConfigError, load_settings
 from skillbuild.discovery import DiscoveryError, Marketplace, Plugin, discover
-from skillbuild.fingerprints import TreeUnchanged, XXHashChecker, canonical_hash, file_xxh3, file_xxh3_once
+from skillbuild.memo import memo_for
+from skillbuild.fingerprints import (UPTODATE_SIGNATURE, TreeUnchanged, XXHashChecker, canonical_hash, file_xxh3,
+                                     file_xxh3_once)
 
 __all__ = ["doit_config", "task_analyse", "task_skill", "task_status", "task_backup", "task_restore_offsite",
            "task_backups", "task_restore", "task_report", "task_check",
@@ -61,7 +62,8 @@ def settings():
 @lru_cache(maxsize=1)
 def marketplace() -> Marketplace:
     s = settings()
-    return discover(s.marketplace, s.skill_path, s.file_max_bytes, s.build_untracked, s.exclude)
+    return discover(s.marketplace, s.skill_path, s.file_max_bytes, s.build_untracked, s.exclude,
+                    memo_for(s.memo_file))
 
 
 @lru_cache(maxsize=1)
@@ -140,6 +142,7 @@ class AnalysisUpToDate:
     would make doit analyse and rebuild where `doit status` says there is nothing to do. A missing analysis
     (`doit clean`) is made again; it is a cache, the SKILL.md stays as it is while it is fresh.
     """
+    __signature__ = UPTODATE_SIGNATURE
 
     def __init__(self, settings, plugin: Plugin):
         self.settings, self.plugin = settings, plugin
@@ -155,8 +158,23 @@ class AnalysisUpToDate:
 
 
 def _plugins_to_build(market: Marketplace, s) -> list[Plugin]:
-    return [p for p in market.buildable()
-            if not status.is_kept(p, s.keep_min_bytes, s.provider, build.saved_original_path(s, p))]
+    fresh = fresh_at_load()
+    return [p for p in market.buildable() if p.key not in fresh
+            and not status.is_kept(p, s.keep_min_bytes, s.provider, build.saved_original_path(s, p))]
+
+
+@lru_cache(maxsize=1)
+def fresh_at_load() -> frozenset[str]:
+    """The plugins a plain `doit` run (`workers.plain_run`) finds fresh as it loads, by `status.judge`, the one
+    answer: such a run asks for nothing but the default tasks, so their skill task is up to date without
+    another check and they get no analysis task. A no-op of a large marketplace then judges each plugin
+    once, where doit would check two tasks of each (every other command line judges at check time)."""
+    if not workers.plain_run(sys.argv[1:]):
+        return frozenset()
+    s, market = settings(), marketplace()
+    expected = build.expected_provenance(s)
+    return frozenset(p.key for p in market.buildable()
+                     if build.analysis_path(s, p).is_file() and status.judge(s, p, expected)[0] == "fresh")
 
 
 def task_analyse():
@@ -193,6 +211,9 @@ def _skill_task(s, plugin: Plugin) -> dict | None:
                 "meta": {"phase": "skip", "outcome_when_up_to_date": "skipped"}}  # summary counts it as status does
     if plugin.state != "ok":
         return None  # untracked and build_untracked is off: listed by `doit status`, never built
+    if plugin.key in fresh_at_load():  # judged fresh as this plain run loaded
+        return {"name": plugin.key, "doc": f"write {plugin.rel}/{plugin.relpath(plugin.target)}",
+                "actions": [(build.build_skill, [s, plugin, rid])], "uptodate": [True]}
     kept = status.keep_reason(plugin, s.keep_min_bytes, s.provider, build.saved_original_path(s, plugin))
     if kept:
         return {"name": plugin.key, "doc": f"kept: {plugin.relpath(plugin.target)}, {kept}",
@@ -204,7 +225,7 @@ def _skill_task(s, plugin: Plugin) -> dict | None:
         "doc": f"write {plugin.rel}/{plugin.relpath(plugin.target)}",
         "actions": [(build.build_skill, [s, plugin, rid])],
         "task_dep": [f"analyse:{plugin.key}"],
-        "targets": [str(plugin.target), *map(str, references.recorded_paths(plugin.target))],
+        "targets": [str(p) for p in status.target_paths(plugin.target)],
         # The one answer `doit status` and `doit plan` give: the SKILL.md's provenance against the inputs,
         # prompts, provider, model and settings it would be made from now (no file_dep, which could disagree).
         "uptodate": [status.Judged(s, plugin)],

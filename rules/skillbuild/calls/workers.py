@@ -74,6 +74,29 @@ def builds(argv: Sequence[str]) -> bool:
     return not any(w in NOT_BUILDS for w in words)
 
 
+DOIT_COMMANDS = NOT_BUILDS & {"list", "info", "clean", "forget", "ignore", "dumpdb", "strace", "tabcompletion",
+                              "reset-dep", "help", "auto"}
+
+
+def plain_run(argv: Sequence[str]) -> bool:
+    """`doit` or `doit run` naming no task and without `-a`: it runs the default tasks, each plugin's.
+    The options are read with doit's own parser (`-n 2`'s value is no task name)."""
+    from doit.api import ModuleTaskLoader
+    from doit.cmd_run import Run
+    from doit.cmdparse import CmdParse, CmdParseError
+
+    args = list(argv)
+    if args and args[0] in DOIT_COMMANDS:
+        return False
+    if args and args[0] == "run":
+        args = args[1:]
+    try:
+        params, words = CmdParse(Run(task_loader=ModuleTaskLoader({})).get_options()).parse(args)
+    except CmdParseError:
+        return False  # doit says what is wrong with the command line
+    return not params.get("always") and not [w for w in words if "=" not in w]
+
+
 def cores() -> int:
     """CPUs this process may run on (an affinity mask or a container's limit can be below the machine's)."""
     try:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Callable
 
 from skillbuild.config import LOCK_NAME  # noqa: F401  (the lock file's name; settings.lock_file is its path)
+from skillbuild.memo import Memo
 from skillbuild.store import writing
 
 EXIT_LOCKED = 75  # sysexits.h EX_TEMPFAIL: cron wrappers and CI can tell "busy" from "failed"
@@ -165,16 +166,17 @@ def release(path: Path) -> None:
         lock.release()
 
 
-def sweep_leftovers(folders, responses_dir: Path) -> list[Path]:
+def sweep_leftovers(folders, responses_dir: Path, skill_folders=(), memo: Memo | None = None) -> list[Path]:
     """Remove temp files that a killed run left (only safe while holding the lock); returns them.
 
-    Atomic writes go through `.skillbuild-*.tmp` files beside their target, in the folders given (each plugin's
-    skill folder, analysis, rejected, originals, journal, the build folders) and the response cache through
-    `responses/<xx>/.<key>.*.tmp`; none of them is ever a finished file. Only those folders are listed, never
-    the marketplace tree (a large one costs seconds to walk). A restore's temp names carry its pid: a live
-    restore's files are left alone.
+    Atomic writes go through `.skillbuild-*.tmp` files beside their target, in the folders given (the state
+    folders: analysis, rejected, originals, journal, the build folders) and `skill_folders` (each plugin's
+    skill folder), and the response cache through `responses/<xx>/.<key>.*.tmp`; none of them is ever a
+    finished file. Only those folders are listed, never the marketplace tree (a large one costs seconds to
+    walk), and a skill folder found clean before only once it changed (`memo`: one stat each, where the state
+    folders change on every run). A restore's temp names carry its pid: a live restore's files are left alone.
     """
-    found = writing.temps_in(folders)
+    found = writing.temps_in(folders) + writing.temps_in(skill_folders, memo)
     found += sorted(Path(responses_dir).glob("??/.*.tmp"))
     removed = []
     for path in found:

@@ -76,13 +76,3 @@ def bytes_of(files: dict[str, str]) -> int:
 def stale(mark: dict[str, str] | None, written: dict[str, str]) -> list[str]:
     """Reference files the previous SKILL.md recorded that the new one no longer writes."""
     return sorted(set(recorded(mark)) - set(written))
-
-
-def recorded_paths(target: Path | None) -> list[Path]:
-    """The reference files the SKILL.md at `target` records (the skill task's targets with the SKILL.md)."""
-    if target is None or not target.is_file():
-        return []
-    from skillbuild.skill import skillmd  # deferred: skillmd imports this module lazily too
-
-    mark = skillmd.provenance(target.read_text(encoding="utf-8", errors="replace"))
-    return [target.parent / rel for rel in recorded(mark)]

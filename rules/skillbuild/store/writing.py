@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from skillbuild.memo import Memo, deps_of
+
 TEMP_PREFIX = ".skillbuild-"
 NEW_FILE_MODE = 0o644
 
@@ -82,11 +84,24 @@ def leftover_temps(root: Path) -> list[Path]:
     return sorted(root.rglob(f"{TEMP_PREFIX}*.tmp"))
 
 
-def temps_in(folders) -> list[Path]:
-    """Default temp files directly in each of `folders`: the ones atomic writes go to, never a whole tree."""
+def temps_in(folders, memo: Memo | None = None) -> list[Path]:
+    """Default temp files directly in each of `folders`: the ones atomic writes go to, never a whole tree.
+    `memo`: a folder found without any keeps saying so while its stat key is the same (creating a file in
+    it changes the key), so a run start stats each plugin's skill folder instead of listing it."""
     found: set[Path] = set()
     for folder in folders:
-        found.update(Path(folder).glob(f"{TEMP_PREFIX}*.tmp"))
+        name = os.fspath(folder)
+        if memo is not None and memo.get("no-temps", name):
+            continue
+        deps = deps_of(name, [""])  # before listing: a temp file made meanwhile is looked for next time
+        try:
+            with os.scandir(name) as entries:
+                temps = [Path(e.path) for e in entries if e.name.startswith(TEMP_PREFIX) and e.name.endswith(".tmp")]
+        except OSError:
+            continue  # no such folder yet
+        found.update(temps)
+        if memo is not None and not temps:
+            memo.put("no-temps", name, name, deps, True)
     return sorted(found)
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from skillbuild.skill import skillmd
 from skillbuild.discovery import Marketplace, Plugin
-from skillbuild.fingerprints import stat_key
+from skillbuild.fingerprints import UPTODATE_SIGNATURE
+from skillbuild.memo import active, deps_of
+from skillbuild.skill import references
 
 
 @dataclass
@@ -27,32 +29,45 @@ class Row:
 
 @dataclass(frozen=True)
 class Target:
-    """A SKILL.md as read once: its size in bytes, the provenance it carries and whether it counts as
-    hand-written (not its text: a run remembers one of these per plugin)."""
+    """A SKILL.md as read once: its size in bytes, the provenance it carries, whether it counts as
+    hand-written and the reference files it records (not its text: a run remembers one per plugin)."""
     size: int
     mark: dict[str, str] | None
     hand_written: bool
-
-
-_TARGETS: dict[str, tuple[tuple[int, int, int, int], Target]] = {}
+    references: tuple[str, ...] = ()
 
 
 def read_target(path: Path | None) -> Target | None:
-    """The SKILL.md at `path`, or None; read and parsed once per run while its `stat_key` stays the same.
+    """The SKILL.md at `path`, or None; read and parsed again only when it or a reference file it records
+    changed (the memo: a no-op stats each SKILL.md instead of reading it).
 
-    A load asks about each plugin three times (which tasks to make, the skill task, its up-to-date check);
-    the build writing the file changes the key, so a later question reads the new file."""
-    key = stat_key(path) if path is not None else None
-    if key is None or not path.is_file():  # a folder at the target is no SKILL.md either
+    A load asks about each plugin several times (which tasks to make, the skill task, its up-to-date check);
+    the build writing the file changes its stat key, so a later question reads the new file."""
+    if path is None:
         return None
-    seen = _TARGETS.get(str(path))
-    if seen and seen[0] == key:
-        return seen[1]
+    memo, folder = active(), str(path.parent)
+    kept = memo.get("target", str(path))
+    if kept is not None:
+        return Target(kept[0], kept[1], kept[2], tuple(kept[3]))
+    deps = deps_of(folder, [path.name])
+    if deps is None or not path.is_file():  # a folder at the target is no SKILL.md either
+        return None
     text = path.read_text(encoding="utf-8", errors="replace")
     mark = skillmd.provenance(text)
-    target = Target(len(text.encode()), mark, skillmd.hand_written_given(text, mark, path.parent))
-    _TARGETS[str(path)] = (key, target)
+    refs = tuple(references.recorded(mark))
+    ref_deps = deps_of(folder, list(refs))  # before they are read; one removed: not memoised
+    target = Target(len(text.encode()), mark, skillmd.hand_written_given(text, mark, path.parent), refs)
+    memo.put("target", str(path), folder, None if ref_deps is None else deps + ref_deps,
+             [target.size, mark, target.hand_written, list(refs)])
     return target
+
+
+def target_paths(path: Path | None) -> list[Path]:
+    """The SKILL.md at `path` and the reference files it records: what its skill task writes (doit targets)."""
+    if path is None:
+        return []
+    target = read_target(path)
+    return [path, *(path.parent / rel for rel in (target.references if target else ()))]
 
 
 def keep_reason(plugin: Plugin, keep_min_bytes: int, provider: str, saved_original: Path | None = None) -> str:
@@ -127,6 +142,7 @@ class Judged:
 
     Evaluated when doit checks the task (`doit`, `doit list --status`), never at load.
     """
+    __signature__ = UPTODATE_SIGNATURE
 
     def __init__(self, settings, plugin: Plugin, states: tuple[str, ...] = ("fresh",)):
         self.settings, self.plugin, self.states = settings, plugin, states
