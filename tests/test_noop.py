@@ -181,3 +181,25 @@ def test_keep_decision_rereads_a_replaced_skill(mk):
     assert not status.is_kept(plugin, 1000, "vertex")
     plugin.target.unlink()
     assert status.read_target(plugin.target) is None
+
+
+def test_a_plain_run_judges_each_plugin_once_as_it_loads(doit, market):
+    """A plain `doit` asks no analysis task of a fresh plugin (doit's json report lists every task it saw);
+    a changed plugin gets its analysis and rebuild, and `-a` still rebuilds every plugin."""
+    assert doit().returncode == 0
+
+    def seen(*args):
+        proc = doit("-r", "json", *args)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return {t["name"]: t["result"] for t in json.loads(proc.stdout)["tasks"]}
+
+    tasks = seen()
+    assert not [n for n in tasks if n.startswith("analyse:")]
+    assert tasks["skill:deploy-checker"] == "up-to-date"
+    readme = market / "plugins/devops/deploy-checker/README.md"
+    readme.write_text(readme.read_text() + "\nOne more line about rollbacks.\n")
+    tasks = seen()
+    assert (tasks["analyse:deploy-checker"], tasks["skill:deploy-checker"]) == ("success", "success")
+    assert [n for n in tasks if n.startswith("analyse:")] == ["analyse:deploy-checker"]
+    rebuilt = seen("-a")
+    assert rebuilt["skill:deploy-checker"] == "success" and rebuilt["analyse:deploy-checker"] == "success"

@@ -72,6 +72,17 @@ def test_explicit_count_reads_doits_option(argv, count):
     assert explicit_count(argv) == count
 
 
+@pytest.mark.parametrize("argv, plain", [
+    ([], True), (["-n", "2"], True), (["run", "-v", "2"], True), (["provider=vertex", "rpm=60"], True),
+    (["-f", "/m/dodo.py", "-d", "/m"], True), (["-r", "json"], True),
+    (["-a"], False), (["-an2"], False), (["--always-execute"], False), (["skill:x"], False), (["-n", "2", "skill"], False),
+    (["list", "--status"], False), (["status"], False), (["--no-such-option"], False),
+])
+def test_plain_run_is_doit_naming_no_task_without_a(argv, plain):
+    """The runs that judge plugins as they load (tasks.fresh_at_load): doit's own parser reads the options."""
+    assert workers.plain_run(argv) is plain
+
+
 def test_an_explicit_n_wins(tmp_path):
     for s in (settings(tmp_path, rpm="60"), settings(tmp_path, provider="offline")):
         w = decide(s, argv=["-n", "4"], latency_s=100.0, ncores=8)

@@ -74,6 +74,7 @@ def run_id() -> str:
 
 def doit_config() -> dict:
     """DOIT_CONFIG for dodo.py; a bad setting or catalog stops the load with a message naming the fix."""
+    run.loading()
     try:
         s = settings()
         marketplace()

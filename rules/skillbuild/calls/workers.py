@@ -81,17 +81,19 @@ DOIT_COMMANDS = NOT_BUILDS & {"list", "info", "clean", "forget", "ignore", "dump
 def plain_run(argv: Sequence[str]) -> bool:
     """`doit` or `doit run` naming no task and without `-a`: it runs the default tasks, each plugin's.
     The options are read with doit's own parser (`-n 2`'s value is no task name)."""
-    from doit.api import ModuleTaskLoader
+    from doit.cmd_base import DodoTaskLoader, DoitCmdBase
     from doit.cmd_run import Run
-    from doit.cmdparse import CmdParse, CmdParseError
+    from doit.cmdparse import CmdOption, CmdParse, CmdParseError
 
     args = list(argv)
     if args and args[0] in DOIT_COMMANDS:
         return False
     if args and args[0] == "run":
         args = args[1:]
+    # `doit run`'s options as its command assembles them (`-f`/`-d`: the dodo loader's), without making one
+    options = (*DoitCmdBase.base_options, *DodoTaskLoader.cmd_options, *Run.cmd_options)
     try:
-        params, words = CmdParse(Run(task_loader=ModuleTaskLoader({})).get_options()).parse(args)
+        params, words = CmdParse([CmdOption(opt) for opt in options]).parse(args)
     except CmdParseError:
         return False  # doit says what is wrong with the command line
     return not params.get("always") and not [w for w in words if "=" not in w]
