@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -127,6 +128,28 @@ def test_the_memo_is_only_a_cache(mk, tmp_path):
     saved.mkdir()  # a folder where the file goes: the write fails quietly
     memo.save()
     assert memo.dirty and saved.is_dir()
+
+
+def test_a_memo_of_other_code_is_not_read_and_gone_folders_leave_it(mk, tmp_path):
+    """Other code could find other inputs in the same files (an upgrade): its memo is dropped. A plugin folder
+    that is gone takes its entries with it when the memo is next written."""
+    saved = tmp_path / "memo.json"
+    memo = next_run(saved)
+    inputs_of(mk, memo=memo)
+    memo.save()
+    data = json.loads(saved.read_text())
+    assert next_run(saved).kinds["inputs"]
+    saved.write_text(json.dumps({**data, "format": [data["format"][0], "0" * 16]}))
+    assert next_run(saved).kinds == {}
+
+    memo = next_run(saved)
+    inputs_of(mk, memo=memo)
+    gone = mk / "plugins/devops/deploy-checker"
+    assert any(base == str(gone) for base, _, _ in memo.kinds["inputs"].values())
+    shutil.rmtree(gone)
+    memo.dirty = True  # something else changed, so the memo is written
+    memo.save()
+    assert not any(base == str(gone) for base, _, _ in next_run(saved).kinds["inputs"].values())
 
 
 def test_a_skill_folder_found_clean_is_listed_again_once_changed(mk, tmp_path):

@@ -45,6 +45,20 @@ def deps_of(base: str, rels: list[str]) -> Deps | None:
     return out
 
 
+# The code whose answers the memo keeps: a memo written by other code (an upgrade, an edit in a checkout)
+# is not read, since the same files could now give other answers (a new secret pattern, a new input kind).
+CODE = ("memo.py", "discovery.py", "fingerprints.py", "skill/skillmd.py", "skill/references.py")
+
+
+def code_version() -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in CODE:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 class Memo:
     """Entries by kind and key; `get` answers only while every dependency's stat key is unchanged."""
 
@@ -61,7 +75,8 @@ class Memo:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
-        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("kinds"), dict):
+        if not isinstance(data, dict) or data.get("format") != [FORMAT, code_version()] \
+                or not isinstance(data.get("kinds"), dict):
             return {}
         return data["kinds"]
 
@@ -95,8 +110,11 @@ class Memo:
             return
         from skillbuild.store import writing
 
+        for entries in self.kinds.values():  # a plugin folder gone (removed, renamed): its entries go too
+            for key in [k for k, (base, _, _) in entries.items() if not os.path.isdir(base)]:
+                del entries[key]
         try:
-            writing.atomic_write(self.path, json.dumps({"format": FORMAT, "kinds": self.kinds},
+            writing.atomic_write(self.path, json.dumps({"format": [FORMAT, code_version()], "kinds": self.kinds},
                                                        separators=(",", ":")))
             self.dirty = False
         except OSError:
