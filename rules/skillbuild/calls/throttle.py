@@ -7,6 +7,13 @@ Each call goes through two short `BEGIN IMMEDIATE` transactions and never sleeps
 2. confirm: after sleeping until then, re-check against the calls actually sent (a 429 from
    another worker, or a late wake-up, may have moved the goal posts) and mark the row sent.
 
+Two rules set the pace, on two clocks. The gap (one send every minute/rpm, or the preset's slower one)
+chains planned slots: each call's slot is the previous slot plus its gap, so a thread that wakes a few
+milliseconds late, or a request that takes a while to leave, delays its own send only, not every later
+one (chaining the actual send times made each such delay permanent: 1.28x the quota minimum at 15 rpm).
+The per-minute window, which is what protects the quota, counts the actual send times: no window of a
+minute plus `window_guard` ever holds more than rpm sends as they really left.
+
 Every row counts against its quota day from the moment it is reserved, so many processes
 racing can never push a day past its budget. Rows are never deleted once sent: they are the
 record that `snapshot()`, `history()`, `recommend()` and `eta_seconds()` read.
@@ -273,7 +280,8 @@ CREATE TABLE IF NOT EXISTS state (
 INSERT OR IGNORE INTO state (id) VALUES (1);
 CREATE TABLE IF NOT EXISTS calls (
     id INTEGER PRIMARY KEY,
-    at REAL NOT NULL,          -- reserved send time; the actual one once sent
+    at REAL NOT NULL,          -- reserved send time; the actual one once sent (the window counts these)
+    slot REAL,                 -- planned send time: the gap chain counts these (NULL: a row of an older version)
     sent INTEGER NOT NULL DEFAULT 0,
     gap REAL NOT NULL,         -- real seconds this call keeps after the previous send
     est_tokens INTEGER NOT NULL DEFAULT 0,
@@ -339,7 +347,16 @@ class _Tx:
 def _init_db(path: Path) -> None:
     conn = _connect(path)
     try:
-        conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        conn.executescript("BEGIN IMMEDIATE;" + SCHEMA)
+        try:
+            if "slot" not in {r[1] for r in conn.execute("PRAGMA table_info(calls)")}:  # a DB of an older version
+                conn.execute("ALTER TABLE calls ADD COLUMN slot REAL")
+                conn.execute("UPDATE calls SET slot = at")
+            conn.execute("CREATE INDEX IF NOT EXISTS calls_slot ON calls (slot)")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
     finally:
         conn.close()
 
@@ -513,9 +530,9 @@ class Throttle:
             st = conn.execute("SELECT * FROM state").fetchone()
             gap = self._gap(st["rate_factor"])
             now = self.clock.now()
-            t = self._plan(conn, st, now, gap, est_tokens, sent_only=False, exclude=None)
-            cur = conn.execute("INSERT INTO calls (at, gap, est_tokens, pid) VALUES (?, ?, ?, ?)",
-                               (t, gap, est_tokens, os.getpid()))
+            t, _ = self._plan(conn, st, now, gap, est_tokens, sent_only=False, exclude=None)
+            cur = conn.execute("INSERT INTO calls (at, slot, gap, est_tokens, pid) VALUES (?, ?, ?, ?, ?)",
+                               (t, t, gap, est_tokens, os.getpid()))
             return cur.lastrowid, t
 
     def _confirm(self, call_id: int, est_tokens: int) -> float | None:
@@ -523,18 +540,19 @@ class Throttle:
         or -1 when its row was dropped because the day filled up."""
         with _Tx(self.path) as conn:
             st = conn.execute("SELECT * FROM state").fetchone()
-            gap = conn.execute("SELECT gap FROM calls WHERE id=?", (call_id,)).fetchone()[0]
+            gap, slot = conn.execute("SELECT gap, slot FROM calls WHERE id=?", (call_id,)).fetchone()
             now = self.clock.now()
             try:
-                t = self._plan(conn, st, now, gap, est_tokens, sent_only=True, exclude=call_id,
-                               move_days=False)
+                t, chained = self._plan(conn, st, now, gap, est_tokens, sent_only=True, exclude=call_id,
+                                        move_days=False)
             except _DayFull:
                 conn.execute("DELETE FROM calls WHERE id=? AND NOT sent", (call_id,))
                 return -1.0
-            if t <= now:
-                conn.execute("UPDATE calls SET at=?, sent=1 WHERE id=?", (now, call_id))
+            if t <= now:  # late or not, the slot stays the planned one: the next call's gap counts from it
+                conn.execute("UPDATE calls SET at=?, slot=?, sent=1 WHERE id=?",
+                             (now, max(slot if slot is not None else -math.inf, chained), call_id))
                 return None
-            conn.execute("UPDATE calls SET at=? WHERE id=?", (t, call_id))
+            conn.execute("UPDATE calls SET at=?, slot=? WHERE id=?", (t, t, call_id))
             return t
 
     def _gap(self, rate_factor: float) -> float:
@@ -543,20 +561,20 @@ class Throttle:
         return max(wanted, lim.interval(rate_factor))
 
     def _plan(self, conn, st, now: float, gap: float, est: int, *, sent_only: bool, exclude: int | None,
-              move_days: bool = True) -> float:
-        """Earliest time >= now that keeps every limit, counting reserved rows (or sent ones only)."""
+              move_days: bool = True) -> tuple[float, float]:
+        """(earliest time >= now that keeps every limit, the slot the gap rules alone allow), counting reserved
+        rows (or sent ones only). The gap rules chain slots; the window counts the rows' send times."""
         lim = self.limits
         t = now
         for _ in range(MAX_STEPS):
-            t = max(t, st["blocked_until"], st["rest_until"])
-            t = max(t, _latest(conn, sent_only, exclude) + gap)
+            chained = max(st["blocked_until"], st["rest_until"], _latest(conn, sent_only, exclude) + gap)
             if lim.gap_from == "done":
-                t = max(t, st["last_done"] + gap)
-            t = _window(conn, t, est, lim, sent_only, exclude)
+                chained = max(chained, st["last_done"] + gap)
+            t = _window(conn, max(t, chained), est, lim, sent_only, exclude)
             start, end = day_bounds(t, lim)
             used = _count(conn, start, end, exclude)
             if used < lim.rpd_effective:
-                return t
+                return t, chained
             if not move_days:
                 raise _DayFull
             if start <= now and not self.wait_for_reset:
@@ -579,8 +597,9 @@ def _where(sent_only: bool, exclude: int | None) -> tuple[str, tuple]:
 
 
 def _latest(conn, sent_only: bool, exclude: int | None) -> float:
+    """The latest slot: the gap rule counts from where the previous call was planned, not from how late it left."""
     where, args = _where(sent_only, exclude)
-    value = conn.execute(f"SELECT MAX(at) FROM calls WHERE {where}", args).fetchone()[0]
+    value = conn.execute(f"SELECT MAX(slot) FROM calls WHERE {where}", args).fetchone()[0]
     return value if value is not None else -math.inf
 
 
