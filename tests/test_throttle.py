@@ -179,6 +179,34 @@ def test_threads_sharing_one_throttle(tmp_path):
     assert all(sum(1 for other in ats if at - lim.minute < other <= at) <= lim.window_cap() for at in ats)
 
 
+def test_threads_of_one_process_take_turns_instead_of_meeting_at_sqlites_lock(tmp_path, monkeypatch):
+    # With no busy timeout, two transactions that meet at SQLite's write lock fail at once ("database is
+    # locked"); in a build they wait in SQLite's busy handler instead, which sleeps up to 100 ms between tries
+    # and made sends late. The threads of one process take turns on a lock of their own, so they never meet.
+    from skillbuild.calls import throttle as module
+
+    monkeypatch.setattr(module, "BUSY_TIMEOUT_S", 0.0)
+    throttle = Throttle(tmp_path / "throttle.sqlite3", Limits(rpm=1e6, rpd=100_000, time_scale=1e3))
+    errors: list[Exception] = []
+
+    def work():
+        try:
+            for _ in range(25):
+                throttle.acquire()
+                throttle.mark_sent()
+                throttle.record(200, tokens=1)
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(sent_rows(tmp_path / "throttle.sqlite3")) == 8 * 25
+
+
 # ---------------------------------------------------------------- quota days and persistence
 
 
