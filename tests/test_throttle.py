@@ -98,10 +98,13 @@ def test_processes_racing_keep_gap_minute_window_and_daily_cap(tmp_path):
         assert len(oks) == lim.rpd_effective
     exhausted = [line for line in lines if "exhausted" in line]
     assert len(exhausted) >= 1 and "resets at" in exhausted[0]["exhausted"]
-    # gap: each send keeps its own jittered gap after the previous one, never below the rate interval
-    for prev, row in zip(rows, rows[1:]):
-        assert row["at"] - prev["at"] >= row["gap"] - TOL
+    # gap: each slot keeps its own jittered gap after the previous one, never below the rate interval, and
+    # no call left before its slot
+    slots = sorted(rows, key=lambda r: r["slot"])
+    for prev, row in zip(slots, slots[1:]):
+        assert row["slot"] - prev["slot"] >= row["gap"] - TOL
         assert row["gap"] >= lim.interval() - TOL and row["gap"] >= lim.min_gap / lim.time_scale - TOL
+    assert all(row["at"] >= row["slot"] - TOL for row in rows)
     # per-minute window: no 1 s (simulated minute) window holds more than 10 sends
     for at in ats:
         assert sum(1 for other in ats if at - lim.minute < other <= at) <= lim.window_cap()
@@ -148,7 +151,7 @@ def test_retry_after_is_honoured_by_another_process_and_lock_is_free_while_it_wa
     assert rows[1]["at"] >= blocked  # no call before the server's retry delay expired
     # the rate cut reached the other process: its next call keeps the halved rate's spacing, as
     # recovered by its own one success (+0.05), not the full rate's
-    assert rows[2]["at"] - rows[1]["at"] >= lim.interval(0.5 + lim.increase) - TOL > lim.interval()
+    assert rows[2]["slot"] - rows[1]["slot"] >= lim.interval(0.5 + lim.increase) - TOL > lim.interval()
 
 
 def test_threads_sharing_one_throttle(tmp_path):
@@ -170,7 +173,38 @@ def test_threads_sharing_one_throttle(tmp_path):
     rows = sent_rows(tmp_path / "throttle.sqlite3")
     assert len(outcomes) == len(rows) == 15
     assert all(r["status"] == 200 and r["tokens"] == 10 for r in rows)  # each thread recorded its own call
-    assert all(b["at"] - a["at"] >= lim.interval() - TOL for a, b in zip(rows, rows[1:]))
+    slots = sorted(r["slot"] for r in rows)
+    assert all(b - a >= lim.interval() - TOL for a, b in zip(slots, slots[1:]))
+    ats = [r["at"] for r in rows]
+    assert all(sum(1 for other in ats if at - lim.minute < other <= at) <= lim.window_cap() for at in ats)
+
+
+def test_threads_of_one_process_take_turns_instead_of_meeting_at_sqlites_lock(tmp_path, monkeypatch):
+    # With no busy timeout, two transactions that meet at SQLite's write lock fail at once ("database is
+    # locked"); in a build they wait in SQLite's busy handler instead, which sleeps up to 100 ms between tries
+    # and made sends late. The threads of one process take turns on a lock of their own, so they never meet.
+    from skillbuild.calls import throttle as module
+
+    monkeypatch.setattr(module, "BUSY_TIMEOUT_S", 0.0)
+    throttle = Throttle(tmp_path / "throttle.sqlite3", Limits(rpm=1e6, rpd=100_000, time_scale=1e3))
+    errors: list[Exception] = []
+
+    def work():
+        try:
+            for _ in range(25):
+                throttle.acquire()
+                throttle.mark_sent()
+                throttle.record(200, tokens=1)
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(sent_rows(tmp_path / "throttle.sqlite3")) == 8 * 25
 
 
 # ---------------------------------------------------------------- quota days and persistence
@@ -272,10 +306,14 @@ def test_aimd_cuts_once_per_burst_honours_retry_after_and_recovers_slowly(tmp_pa
 
 
 class LateClock(FakeClock):
-    """Wakes up late from every sleep, as a loaded machine does."""
+    """Wakes up `late` seconds late from every sleep, as a loaded machine does."""
+
+    def __init__(self, start: float, late: float = 0.7):
+        super().__init__(start)
+        self.late = late
 
     def sleep(self, seconds: float) -> None:
-        super().sleep(seconds + 0.7 if seconds > 0 else 0)
+        super().sleep(seconds + self.late if seconds > 0 else 0)
 
 
 def test_a_late_wake_records_the_real_send_time_and_the_next_call_keeps_its_gap(tmp_path):
@@ -283,16 +321,45 @@ def test_a_late_wake_records_the_real_send_time_and_the_next_call_keeps_its_gap(
     first = make(tmp_path, clock, rpm=60, rpd=100, safety_factor=1)  # 1 s apart
     second = make(tmp_path, clock, rpm=60, rpd=100, safety_factor=1)
     first.acquire()
+    start = clock.now()
     # another worker reserves the slot 1 s after the first send, then oversleeps it (driven by
     # hand here: the private steps of acquire, to interleave the two workers deterministically)
     call_id, slot = second._reserve(0)
-    assert slot == pytest.approx(clock.now() + 1)
+    assert slot == pytest.approx(start + 1)
     first.acquire()  # planned 2 s after the first send; wakes 0.7 s late
     rows = sent_rows(first.path)
     assert rows[-1]["at"] == clock.now()  # the time it really went out, not the planned one
     assert rows[-1]["at"] - rows[0]["at"] == pytest.approx(2.7)
-    # the late worker's slot has passed, but the send just made needs its 1 s gap first
-    assert second._confirm(call_id, 0) == pytest.approx(clock.now() + 1)
+    assert rows[-1]["slot"] == pytest.approx(start + 2)  # the planned one stays its slot
+    # the late worker's slot has passed, but the send just made was planned for 2 s: 1 s gap after that
+    assert second._confirm(call_id, 0) == pytest.approx(start + 3)
+
+
+def test_late_sends_do_not_delay_the_calls_after_them(tmp_path):
+    # each wake-up is 0.1 s late (a loaded machine); the gap chains the planned slots, so the lateness is
+    # not added up call after call: one send a second, each 0.1 s after its slot
+    clock = LateClock(pacific(2026, 11, 3, 9, 0), late=0.1)
+    throttle = make(tmp_path, clock, rpm=60, rpd=100, safety_factor=1)  # 1 s apart
+    start = clock.now()
+    for _ in range(6):
+        throttle.acquire()
+        throttle.record(200)
+    rows = sent_rows(tmp_path / "throttle.sqlite3")
+    assert [r["at"] - start for r in rows] == pytest.approx([0, 1.1, 2.1, 3.1, 4.1, 5.1])
+    assert [r["slot"] - start for r in rows] == pytest.approx([0, 1, 2, 3, 4, 5])
+
+
+def test_the_minute_window_counts_the_real_send_times(tmp_path):
+    # 3 calls per minute at 20x: 1 s apart, window 3 s + 0.25 s guard; every wake-up 0.1 s late. The 4th
+    # call waits for the 1st to leave the window, the 5th for the 2nd's real send (1.1), not its slot (1.0)
+    clock = LateClock(pacific(2026, 11, 3, 9, 0), late=0.1)
+    throttle = make(tmp_path, clock, rpm=3, rpd=100, safety_factor=1, window_guard=0.25, time_scale=20)
+    start = clock.now()
+    for _ in range(5):
+        throttle.acquire()
+        throttle.record(200)
+    rows = sent_rows(tmp_path / "throttle.sqlite3")
+    assert [r["at"] - start for r in rows] == pytest.approx([0, 1.1, 2.1, 3.35, 4.45])
 
 
 def test_the_send_stamp_moves_to_when_the_request_left(tmp_path):
@@ -305,8 +372,10 @@ def test_the_send_stamp_moves_to_when_the_request_left(tmp_path):
     throttle.record(200)
     throttle.mark_sent()  # no call in flight: nothing to stamp
     throttle.acquire()
-    ats = [row["at"] for row in sent_rows(tmp_path / "throttle.sqlite3")]
-    assert ats == pytest.approx([allowed + 0.4, allowed + 1.4])  # the gap counts from the real send
+    rows = sent_rows(tmp_path / "throttle.sqlite3")
+    assert [row["at"] for row in rows] == pytest.approx([allowed + 0.4, allowed + 1])  # the window counts
+    # the real send; the gap counts from the slot, so the slow start of one request delays no other
+    assert [row["slot"] for row in rows] == pytest.approx([allowed, allowed + 1])
 
 
 class RecordingThrottle:
@@ -332,8 +401,28 @@ def test_the_vertex_provider_stamps_each_request_as_it_leaves(fake_vertex_factor
     server = fake_vertex_factory(faults=["503:first=1"])
     throttle = RecordingThrottle(server)
     make_provider(server, tmp_path, throttle=throttle, backoff_initial=0.01).analyse(sample_plugin(), "Analyse.")
-    assert throttle.events == [("acquire", 0), ("sent", 0), ("record 503", 1),
-                               ("acquire", 1), ("sent", 1), ("record 200", 2)]
+    # stamped once the request is written: between the throttle letting it go and the answer, as the server
+    # reads it (the server may or may not have counted it yet)
+    assert [what for what, _ in throttle.events] == ["acquire", "sent", "record 503", "acquire", "sent", "record 200"]
+    seen = [count for _, count in throttle.events]
+    assert seen[0] == 0 and seen[1] in (0, 1) and seen[2] == 1
+    assert seen[3] == 1 and seen[4] in (1, 2) and seen[5] == 2
+
+
+def test_a_request_that_never_reached_the_wire_is_not_stamped(tmp_path):
+    # nothing listens on the port: the connection is refused before any byte of the request is written, so
+    # the throttle keeps the time it let the call go (the stamp is taken once the body is written, not when
+    # the client starts on the request: a connection to open, or a busy interpreter, can hold it a while)
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again before the request: connection refused
+    throttle = RecordingThrottle(SimpleNamespace(stats=lambda: {"requests_total": 0}))
+    caller = make_provider(f"http://127.0.0.1:{port}", tmp_path, throttle=throttle, max_attempts=1)
+    with pytest.raises(Exception):
+        caller.analyse(sample_plugin(), "Analyse.")
+    assert [what for what, _ in throttle.events] == ["acquire", "record None"]
 
 
 def test_tokens_per_minute_window(tmp_path):
@@ -448,3 +537,26 @@ def test_eta_counts_the_pace_and_waits_for_resets(tmp_path):
     # 9 fit today; the 10th starts the next quota day
     assert eta_seconds(10, limits, snap) == pytest.approx(reset_wait)
     assert eta_seconds(21, limits, snap) == pytest.approx(reset_wait + 86400 + 12)
+
+
+def test_a_state_db_of_the_older_version_gets_slots_from_its_send_times(tmp_path):
+    # the calls table before slots existed, with one call sent 0.5 s ago: the new version's gap counts from it
+    clock = FakeClock(pacific(2026, 11, 3, 9, 0))
+    db = tmp_path / "throttle.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE state (id INTEGER PRIMARY KEY CHECK (id = 1), rate_factor REAL NOT NULL DEFAULT 1.0,"
+        " cut_at REAL NOT NULL DEFAULT 0, blocked_until REAL NOT NULL DEFAULT 0, rest_until REAL NOT NULL DEFAULT 0,"
+        " plugins_done INTEGER NOT NULL DEFAULT 0, last_done REAL NOT NULL DEFAULT 0);"
+        "INSERT INTO state (id) VALUES (1);"
+        "CREATE TABLE calls (id INTEGER PRIMARY KEY, at REAL NOT NULL, sent INTEGER NOT NULL DEFAULT 0,"
+        " gap REAL NOT NULL, est_tokens INTEGER NOT NULL DEFAULT 0, tokens INTEGER, status INTEGER,"
+        " retry_after REAL, recorded_at REAL, pid INTEGER NOT NULL);"
+        f"INSERT INTO calls (at, sent, gap, status, pid) VALUES ({clock.now() - 0.5}, 1, 1.0, 200, 1);")
+    conn.close()
+    throttle = make(tmp_path, clock, rpm=60, rpd=100, safety_factor=1)  # 1 s apart
+    throttle.acquire()
+    rows = sent_rows(db)
+    assert rows[0]["slot"] == rows[0]["at"]
+    assert rows[1]["at"] == pytest.approx(rows[0]["at"] + 1)
+    assert throttle.snapshot()["sent_today"] == 2

@@ -7,6 +7,14 @@ Each call goes through two short `BEGIN IMMEDIATE` transactions and never sleeps
 2. confirm: after sleeping until then, re-check against the calls actually sent (a 429 from
    another worker, or a late wake-up, may have moved the goal posts) and mark the row sent.
 
+Two rules set the pace, on two clocks. The gap (one send every minute/rpm, or the preset's slower one)
+chains planned slots: each call's slot is the previous slot plus its gap, so a thread that wakes a few
+milliseconds late, or a request that takes a while to leave, delays its own send only, not every later
+one (chaining the actual send times made each such delay permanent: bench/quota_sim.py --rpm 15 --repeat 3
+measured 1.41x the quota minimum before, 1.17x after, with the same 50 ms window guard).
+The per-minute window, which is what protects the quota, counts the actual send times: no window of a
+minute plus `window_guard` ever holds more than rpm sends as they really left.
+
 Every row counts against its quota day from the moment it is reserved, so many processes
 racing can never push a day past its budget. Rows are never deleted once sent: they are the
 record that `snapshot()`, `history()`, `recommend()` and `eta_seconds()` read.
@@ -33,6 +41,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from skillbuild.store import sqlite, writing
 
 BUSY_TIMEOUT_S = 5.0  # transactions last milliseconds; this only absorbs bursts of workers
+TURN_TIMEOUT_S = 5.0  # the same, for the threads of one process (see _turn)
 MAX_STEPS = 10_000  # bound on re-planning loops; hitting it means a bug, not a busy quota
 
 
@@ -85,10 +94,13 @@ class Limits:
     decrease: float = 0.5  # a 429 multiplies the allowed rate by this
     increase: float = 0.05  # each success adds this to the rate factor, up to 1
     min_rate_factor: float = 0.05
-    # Real seconds added to the per-minute window: a call reaches the server a few milliseconds after
-    # the throttle lets it go, unevenly, so a window of exactly one minute can hold one call too many
-    # by the server's clock.
-    window_guard: float = 0.05
+    # Real seconds added to the per-minute window: the server counts a call some milliseconds after its
+    # send stamp (taken once its body is written), unevenly (it reads and parses the request first, on a
+    # machine that may be busy), so a window of exactly one minute can hold one call too many by the
+    # server's clock. Real seconds, not simulated: the unevenness is the machine's and the network's, whatever
+    # the time scale. Against the fake server on 2 busy cores, 50 ms let 1 run in 6 through with one call
+    # too many (bench/quota_sim.py, 15 rpm --scale 60: a 93 KB request counted 80 ms after its stamp).
+    window_guard: float = 0.1
 
     def __post_init__(self) -> None:
         problems = _limit_problems(self)
@@ -273,7 +285,8 @@ CREATE TABLE IF NOT EXISTS state (
 INSERT OR IGNORE INTO state (id) VALUES (1);
 CREATE TABLE IF NOT EXISTS calls (
     id INTEGER PRIMARY KEY,
-    at REAL NOT NULL,          -- reserved send time; the actual one once sent
+    at REAL NOT NULL,          -- reserved send time; the actual one once sent (the window counts these)
+    slot REAL,                 -- planned send time: the gap chain counts these (NULL: a row of an older version)
     sent INTEGER NOT NULL DEFAULT 0,
     gap REAL NOT NULL,         -- real seconds this call keeps after the previous send
     est_tokens INTEGER NOT NULL DEFAULT 0,
@@ -313,18 +326,43 @@ def _drop_kept(path: Path) -> None:
         _KEPT[str(path)].drop()
 
 
+# Each DB's turn among the threads of this process (keyed by pid: a forked child makes its own). Threads that
+# met at SQLite's write lock waited in its busy handler, which sleeps 1, 2, 5 ... 100 ms between tries while
+# the holder, its lock taken, waits for the interpreter lock: with 46 threads at 60 rpm (time-compressed), half
+# the threads' time went there and sends left up to 1.7 s after their slot. A thread lock wakes the next
+# waiter as soon as it is released; SQLite's lock still orders the processes.
+_TURNS: dict[tuple[int, str], threading.Lock] = {}
+_TURNS_LOCK = threading.Lock()
+
+
+def _turn(path: Path) -> threading.Lock:
+    key = (os.getpid(), str(path))
+    turn = _TURNS.get(key)
+    if turn is None:
+        with _TURNS_LOCK:
+            turn = _TURNS.setdefault(key, threading.Lock())
+    return turn
+
+
 class _Tx:
-    """`with _Tx(path) as conn:` one short BEGIN IMMEDIATE transaction on this thread's kept connection."""
+    """`with _Tx(path) as conn:` one short BEGIN IMMEDIATE transaction on this thread's kept connection,
+    one thread of the process at a time."""
 
     def __init__(self, path: Path):
         self.path = path
         self.conn = _kept(path)
+        self.turn = _turn(path)
 
     def __enter__(self) -> sqlite3.Connection:
+        if not self.turn.acquire(timeout=TURN_TIMEOUT_S):
+            raise sqlite3.OperationalError(f"database is locked: another thread held {self.path} for "
+                                           f"{TURN_TIMEOUT_S:g} s")
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:
-            _drop_kept(self.path)  # e.g. the file was replaced: the next transaction reopens it
+        except BaseException as exc:
+            self.turn.release()
+            if isinstance(exc, sqlite3.OperationalError):
+                _drop_kept(self.path)  # e.g. the file was replaced: the next transaction reopens it
             raise
         return self.conn
 
@@ -334,12 +372,23 @@ class _Tx:
         except BaseException:
             _drop_kept(self.path)
             raise
+        finally:
+            self.turn.release()
 
 
 def _init_db(path: Path) -> None:
     conn = _connect(path)
     try:
-        conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        conn.executescript("BEGIN IMMEDIATE;" + SCHEMA)
+        try:
+            if "slot" not in {r[1] for r in conn.execute("PRAGMA table_info(calls)")}:  # a DB of an older version
+                conn.execute("ALTER TABLE calls ADD COLUMN slot REAL")
+                conn.execute("UPDATE calls SET slot = at")
+            conn.execute("CREATE INDEX IF NOT EXISTS calls_slot ON calls (slot)")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
     finally:
         conn.close()
 
@@ -513,9 +562,9 @@ class Throttle:
             st = conn.execute("SELECT * FROM state").fetchone()
             gap = self._gap(st["rate_factor"])
             now = self.clock.now()
-            t = self._plan(conn, st, now, gap, est_tokens, sent_only=False, exclude=None)
-            cur = conn.execute("INSERT INTO calls (at, gap, est_tokens, pid) VALUES (?, ?, ?, ?)",
-                               (t, gap, est_tokens, os.getpid()))
+            t, _ = self._plan(conn, st, now, gap, est_tokens, sent_only=False, exclude=None)
+            cur = conn.execute("INSERT INTO calls (at, slot, gap, est_tokens, pid) VALUES (?, ?, ?, ?, ?)",
+                               (t, t, gap, est_tokens, os.getpid()))
             return cur.lastrowid, t
 
     def _confirm(self, call_id: int, est_tokens: int) -> float | None:
@@ -523,18 +572,19 @@ class Throttle:
         or -1 when its row was dropped because the day filled up."""
         with _Tx(self.path) as conn:
             st = conn.execute("SELECT * FROM state").fetchone()
-            gap = conn.execute("SELECT gap FROM calls WHERE id=?", (call_id,)).fetchone()[0]
+            gap, slot = conn.execute("SELECT gap, slot FROM calls WHERE id=?", (call_id,)).fetchone()
             now = self.clock.now()
             try:
-                t = self._plan(conn, st, now, gap, est_tokens, sent_only=True, exclude=call_id,
-                               move_days=False)
+                t, chained = self._plan(conn, st, now, gap, est_tokens, sent_only=True, exclude=call_id,
+                                        move_days=False)
             except _DayFull:
                 conn.execute("DELETE FROM calls WHERE id=? AND NOT sent", (call_id,))
                 return -1.0
-            if t <= now:
-                conn.execute("UPDATE calls SET at=?, sent=1 WHERE id=?", (now, call_id))
+            if t <= now:  # late or not, the slot stays the planned one: the next call's gap counts from it
+                conn.execute("UPDATE calls SET at=?, slot=?, sent=1 WHERE id=?",
+                             (now, max(slot if slot is not None else -math.inf, chained), call_id))
                 return None
-            conn.execute("UPDATE calls SET at=? WHERE id=?", (t, call_id))
+            conn.execute("UPDATE calls SET at=?, slot=? WHERE id=?", (t, t, call_id))
             return t
 
     def _gap(self, rate_factor: float) -> float:
@@ -543,20 +593,20 @@ class Throttle:
         return max(wanted, lim.interval(rate_factor))
 
     def _plan(self, conn, st, now: float, gap: float, est: int, *, sent_only: bool, exclude: int | None,
-              move_days: bool = True) -> float:
-        """Earliest time >= now that keeps every limit, counting reserved rows (or sent ones only)."""
+              move_days: bool = True) -> tuple[float, float]:
+        """(earliest time >= now that keeps every limit, the slot the gap rules alone allow), counting reserved
+        rows (or sent ones only). The gap rules chain slots; the window counts the rows' send times."""
         lim = self.limits
         t = now
         for _ in range(MAX_STEPS):
-            t = max(t, st["blocked_until"], st["rest_until"])
-            t = max(t, _latest(conn, sent_only, exclude) + gap)
+            chained = max(st["blocked_until"], st["rest_until"], _latest(conn, sent_only, exclude) + gap)
             if lim.gap_from == "done":
-                t = max(t, st["last_done"] + gap)
-            t = _window(conn, t, est, lim, sent_only, exclude)
+                chained = max(chained, st["last_done"] + gap)
+            t = _window(conn, max(t, chained), est, lim, sent_only, exclude)
             start, end = day_bounds(t, lim)
             used = _count(conn, start, end, exclude)
             if used < lim.rpd_effective:
-                return t
+                return t, chained
             if not move_days:
                 raise _DayFull
             if start <= now and not self.wait_for_reset:
@@ -579,8 +629,9 @@ def _where(sent_only: bool, exclude: int | None) -> tuple[str, tuple]:
 
 
 def _latest(conn, sent_only: bool, exclude: int | None) -> float:
+    """The latest slot: the gap rule counts from where the previous call was planned, not from how late it left."""
     where, args = _where(sent_only, exclude)
-    value = conn.execute(f"SELECT MAX(at) FROM calls WHERE {where}", args).fetchone()[0]
+    value = conn.execute(f"SELECT MAX(slot) FROM calls WHERE {where}", args).fetchone()[0]
     return value if value is not None else -math.inf
 
 

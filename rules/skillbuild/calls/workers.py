@@ -28,7 +28,10 @@ from dataclasses import dataclass
 DEFAULT_LATENCY_S = 30.0
 # Workers per call in flight: latency varies call to call and a worker spends time between calls (gates,
 # writes, doit's dispatch), so exactly latency / interval workers fall behind the pace (measured 1.36x the
-# quota minimum at 15 rpm, 1.40x at 60). An idle thread costs about a megabyte.
+# quota minimum at 15 rpm, 1.40x at 60, before the throttle chained planned slots). More does not help:
+# 2.0 instead of 1.5 gave the same 1.22x at 15 rpm (bench/quota_sim.py --repeat 3, 16 threads instead of 13,
+# 10-11 calls in flight either way); the rest of the gap to the minimum is the fake server's repairs, the
+# throttle's window guard and the last answer's latency. An idle thread costs about a megabyte.
 HEADROOM = 1.5
 
 

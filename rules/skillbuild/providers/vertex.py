@@ -49,10 +49,26 @@ _SENDING = threading.local()  # `on_sent` of the attempt this thread is sending 
 
 
 def _on_request(request: Any) -> None:
-    """httpx request hook: runs as the request leaves, so the caller (the throttle) learns the real send time."""
+    """httpx request hook: the caller (the throttle) learns the real send time, taken once the request's body
+    is written to the connection (httpcore's `trace` event): a connection to open or a busy interpreter can
+    hold a request between the hook and the wire for a while, and the server's quota window counts it from
+    when it arrives. Where there is no trace extension, the hook itself stamps it."""
     on_sent = getattr(_SENDING, "on_sent", None)
-    if on_sent is not None:
+    if on_sent is None:
+        return
+    extensions = getattr(request, "extensions", None)
+    if not isinstance(extensions, dict):
         on_sent()
+        return
+    earlier = extensions.get("trace")
+
+    def trace(name: str, info: dict) -> None:
+        if earlier is not None:
+            earlier(name, info)
+        if name.endswith("send_request_body.complete"):
+            on_sent()
+
+    extensions["trace"] = trace
 
 
 # ----------------------------------------------------------------------------- prompt building
