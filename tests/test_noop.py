@@ -12,6 +12,7 @@ import pytest
 from skillbuild import build
 from skillbuild.discovery import SNIFF_BYTES, discover
 from skillbuild.fingerprints import files_hash
+from skillbuild import memo as memo_module
 from skillbuild.memo import Memo
 from skillbuild.ui import status
 from tests.conftest import ROOT, copy_examples
@@ -167,14 +168,36 @@ def test_a_skill_folder_found_clean_is_listed_again_once_changed(mk, tmp_path):
     assert writing.temps_in([folder], next_run(saved)) == [left]
 
 
-def test_input_hash_follows_a_same_size_edit(mk):
-    plugin, _ = inputs_of(mk)
+@pytest.fixture
+def active_memo(tmp_path):
+    """Run-by-run memos for `files_hash` and `read_target` (they ask the process's active one): `next()` reads
+    the memo file anew, as the next run does, and makes it the active one."""
+    saved = tmp_path / "active-memo.json"
+    was = memo_module.activate(Memo(saved))
+
+    def next_one() -> Memo:
+        memo_module.active().save()
+        loaded = Memo(saved)
+        memo_module.activate(loaded)
+        return loaded
+
+    yield next_one
+    memo_module.activate(was)
+
+
+def test_input_hash_follows_a_same_size_edit_with_the_old_mtime_put_back(mk, active_memo):
+    """Size and mtime can both come out the same after an edit (a tool that keeps mtimes); ctime cannot."""
+    plugin, _ = inputs_of(mk, memo=active_memo())
     readme = mk / "plugins/devops/deploy-checker/README.md"
     first = files_hash(plugin.inputs, plugin.path)
+    memo = active_memo()
+    assert files_hash(plugin.inputs, plugin.path) == first and not memo.dirty  # the next run: served, not read
+    before = readme.stat()
     data = readme.read_bytes()
     readme.write_bytes(bytes([data[0] ^ 0x20]) + data[1:])  # same size, different bytes
-    st = readme.stat()
-    os.utime(readme, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # even if the clock had not moved on
+    os.utime(readme, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (readme.stat().st_size, readme.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    plugin, _ = inputs_of(mk, memo=active_memo())
     assert files_hash(plugin.inputs, plugin.path) != first
 
 

@@ -135,8 +135,14 @@ def memo_for(path: str | os.PathLike | None) -> Memo:
     if name not in _OPEN:
         _OPEN[name] = memo = Memo(name)
         atexit.register(memo.save)
-    _ACTIVE[0] = _OPEN[name]
+    activate(_OPEN[name])
     return _OPEN[name]
+
+
+def activate(memo: Memo) -> Memo:
+    """Make `memo` the one `active` answers with; returns the one it was."""
+    was, _ACTIVE[0] = _ACTIVE[0], memo
+    return was
 
 
 def active() -> Memo:
