@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from skillbuild.config import DEFAULT_EXCLUDE
-from skillbuild.memo import stat_key
 from skillbuild.gitignore import Ignores
-from skillbuild.memo import Deps, Memo, memo_for
+from skillbuild.memo import Deps, Memo, memo_for, stat_key
 from skillbuild.providers.base import InputFile, PluginContext
 from skillbuild.skill.skillmd import read_frontmatter_fields
 from skillbuild.statedir import is_state_dir
