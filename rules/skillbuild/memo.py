@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def stat_key(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
 
 
 FORMAT = 1
-Deps = list[list[Any]]  # [relative path, inode, size, mtime_ns, ctime_ns] or [relative path] when absent
+Deps = list[list[Any]]  # [relative path ("" for the base folder itself), inode, size, mtime_ns, ctime_ns]
 
 
 def deps_of(base: str, rels: list[str]) -> Deps | None:
@@ -50,6 +51,7 @@ def deps_of(base: str, rels: list[str]) -> Deps | None:
 CODE = ("memo.py", "discovery.py", "fingerprints.py", "skill/skillmd.py", "skill/references.py")
 
 
+@lru_cache(maxsize=1)
 def code_version() -> str:
     import hashlib
 
@@ -87,11 +89,8 @@ class Memo:
             return None
         base, deps, value = entry
         for rel, *recorded in deps:
-            try:
-                st = os.stat(f"{base}/{rel}" if rel else base)
-            except OSError:
-                st = None
-            if st is None or recorded != [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]:
+            now = stat_key(f"{base}/{rel}" if rel else base)
+            if now is None or recorded != list(now):
                 del self.kinds[kind][key]
                 self.dirty = True
                 return None

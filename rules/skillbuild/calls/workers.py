@@ -63,9 +63,10 @@ def explicit_count(argv: Sequence[str]) -> int | None:
 
 # doit commands other than `run`, and skillbuild's tasks that build nothing: they run in one process, so their
 # output keeps its order and nothing is forked for them.
-NOT_BUILDS = {"list", "info", "clean", "forget", "ignore", "dumpdb", "strace", "tabcompletion", "reset-dep", "help",
-              "auto", "status", "backup", "restore_offsite", "backups", "restore", "report", "check", "plan",
-              "quota", "lint", "routing", "batch", "prune"}
+DOIT_COMMANDS = {"list", "info", "clean", "forget", "ignore", "dumpdb", "strace", "tabcompletion", "reset-dep", "help",
+                 "auto"}
+NOT_BUILDS = DOIT_COMMANDS | {"status", "backup", "restore_offsite", "backups", "restore", "report", "check", "plan",
+                              "quota", "lint", "routing", "batch", "prune"}
 
 
 def builds(argv: Sequence[str]) -> bool:
@@ -75,10 +76,6 @@ def builds(argv: Sequence[str]) -> bool:
     if any(w.split(":")[0] in ("skill", "analyse") for w in words):
         return True
     return not any(w in NOT_BUILDS for w in words)
-
-
-DOIT_COMMANDS = NOT_BUILDS & {"list", "info", "clean", "forget", "ignore", "dumpdb", "strace", "tabcompletion",
-                              "reset-dep", "help", "auto"}
 
 
 def plain_run(argv: Sequence[str]) -> bool:
