@@ -297,6 +297,20 @@ def test_a_write_the_full_disk_refuses_names_where_it_was_going(small_disk, tmp_
     assert not list((small_disk / "backups").rglob("*.partial-*"))
 
 
+def test_an_sqlite_io_error_on_a_full_disk_is_a_full_disk(small_disk, tmp_path):
+    """SQLite reports some refused writes (its WAL index, a sync) as SQLITE_IOERR_*, not SQLITE_FULL: on a disk
+    with no room left the one-line reason still says "disk full at PATH"; elsewhere it stays an I/O error."""
+    from skillbuild.store import writing
+
+    error = sqlite3.OperationalError("disk I/O error")
+    error.sqlite_errorcode = sqlite3.SQLITE_IOERR | (3 << 8)  # SQLITE_IOERR_WRITE, as the C module sets it
+    fill(small_disk)
+    assert writing.write_failure(error, small_disk / "build" / "throttle.sqlite3").startswith(
+        f"disk full at {small_disk}/build/throttle.sqlite3")
+    assert not writing.no_room(error)  # no path: nothing to look at
+    assert writing.write_failure(error, tmp_path / "throttle.sqlite3").startswith("cannot write ")
+
+
 def free_up(disk: Path, size: int) -> None:
     """Make `size` bytes free again on the filled disk."""
     filler = disk / "filler.bin"

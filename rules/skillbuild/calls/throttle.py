@@ -410,7 +410,7 @@ class Throttle:
         try:
             _init_db(self.path)
         except sqlite3.Error as exc:
-            if writing.no_room(exc):
+            if writing.no_room(exc, self.path):
                 raise StateDBError(f"cannot open the throttle state DB: {writing.write_failure(exc, self.path)}") \
                     from exc
             raise StateDBError(f"cannot open the throttle state DB {self.path}: {exc}; "

@@ -108,11 +108,32 @@ def temps_in(folders, memo: Memo | None = None) -> list[Path]:
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT)  # the filesystem (or the user's quota) is full
 
 
-def no_room(exc: BaseException) -> bool:
-    """A write failed because its disk is full: ENOSPC or EDQUOT, or SQLite's SQLITE_FULL."""
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def no_room(exc: BaseException, path: str | os.PathLike | None = None) -> bool:
+    """A write failed because its disk is full: ENOSPC or EDQUOT, or SQLite's SQLITE_FULL. SQLite reports some
+    refused writes (its WAL index, a sync) as a plain I/O error: with the `path` it was writing, one on a disk
+    with under a megabyte free counts as full too."""
     if isinstance(exc, OSError):
         return exc.errno in NO_ROOM
-    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL:
+        return True
+    return path is not None and code is not None and code & 0xFF == sqlite3.SQLITE_IOERR and _nearly_full(path)
+
+
+def _nearly_full(path: str | os.PathLike) -> bool:
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < NEARLY_FULL_BYTES
 
 
 def write_failure(exc: BaseException, path: str | os.PathLike | None = None) -> str:
@@ -120,6 +141,6 @@ def write_failure(exc: BaseException, path: str | os.PathLike | None = None) -> 
     # a two-path operation (link, rename, copy) names what it was making second
     where = path if path is not None else getattr(exc, "filename2", None) or getattr(exc, "filename", None)
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    if no_room(exc):
+    if no_room(exc, where):
         return f"disk full at {where}" + (f" ({reason})" if reason else "") if where else f"disk full ({reason})"
     return f"cannot write {where}: {reason}" if where else f"write failed: {reason}"
